@@ -1,0 +1,65 @@
+"""Input checks and helpers shared by every objective.
+
+Every objective in :mod:`mmcr.objectives` takes the same input: ``z`` of shape
+``(B, K, D)``, the raw projector outputs of ``B`` samples with ``K`` views each.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_views(z: torch.Tensor, *, min_views: int = 1, name: str = "z") -> None:
+    """Validate a ``(B, K, D)`` tensor of multi-view embeddings.
+
+    Raises ``ValueError`` with a sentence naming what was expected and what came:
+    wrong type or number of dimensions, fewer than two samples, fewer than
+    ``min_views`` views, an empty embedding dimension, or non-finite values (which
+    are never dropped silently).
+    """
+    if not isinstance(z, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (B, K, D), got {type(z).__name__}")
+    if z.ndim != 3:
+        raise ValueError(
+            f"{name} must have shape (B, K, D) = (samples, views, embedding dim), "
+            f"got {z.ndim} dimension(s) with shape {tuple(z.shape)}"
+        )
+    b, k, d = z.shape
+    if b < 2:
+        raise ValueError(f"{name} needs at least B = 2 samples, got B = {b} (shape {tuple(z.shape)})")
+    if k < min_views:
+        raise ValueError(
+            f"{name} needs at least K = {min_views} view(s) per sample, got K = {k} "
+            f"(shape {tuple(z.shape)})"
+        )
+    if d < 1:
+        raise ValueError(f"{name} needs an embedding dimension D >= 1, got D = {d}")
+    if not z.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {z.dtype}")
+    check_finite(z, name=name)
+
+
+def check_finite(x: torch.Tensor, *, name: str = "z", step: int | None = None) -> None:
+    """Raise ``ValueError`` if ``x`` holds NaN or infinite values, naming the count.
+
+    ``step`` (a training step) is included in the message when given.
+    """
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        where = f" at step {step}" if step is not None else ""
+        raise ValueError(
+            f"{name}: the embeddings are non-finite{where}: {bad} of {x.numel()} values are "
+            f"NaN or infinite (shape {tuple(x.shape)}); they are not dropped. Lower the "
+            "learning rate, check the input data, or disable bf16 autocast."
+        )
+
+
+def normalize_views(z: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """L2-normalise every view of ``z`` (last dimension) onto the unit sphere."""
+    return z / z.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def spectral_dtype(z: torch.Tensor) -> torch.dtype:
+    """The dtype in which spectral work runs: at least float32 (half/bf16 are promoted)."""
+    return torch.float64 if z.dtype == torch.float64 else torch.float32

@@ -1,0 +1,153 @@
+"""The Maximum Manifold Capacity Representations (MMCR) objective.
+
+Yerxa, Kuang, Simoncelli and Chung, "Learning Efficient Coding of Natural Images with
+Maximum Manifold Capacity Representations", NeurIPS 2023; the pretraining percent error
+is Eq. 4 of Schaeffer et al., "Towards an Improved Understanding and Utilization of
+Maximum Manifold Capacity Representations", 2024.
+
+For ``B`` samples with ``K`` views each, every view ``z[n, k]`` in ``R^D`` is
+L2-normalised, the centroid of sample ``n`` is ``mu_n = mean_k z[n, k]``, ``C`` is the
+``B x D`` matrix of centroids and ``Z_n`` the ``D x K`` matrix of sample ``n``'s views:
+
+    L = lmbda * (1/B) sum_n ||Z_n||_*  -  ||C||_*
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mmcr.distributed import gather_with_grad, is_distributed
+from mmcr.objectives.base import check_finite, check_views, normalize_views
+from mmcr.objectives.spectral import nuclear_norm, two_view_nuclear_norm
+
+
+def _to_spectral(z: torch.Tensor) -> torch.Tensor:
+    return z if z.dtype == torch.float64 else z.float()
+
+
+def local_nuclear_norms(views: torch.Tensor) -> torch.Tensor:
+    """``||Z_n||_*`` for every sample of unit-normalised ``views`` (B, K, D): shape (B,).
+
+    K = 2 uses the closed form of :func:`two_view_nuclear_norm`; other K the Gram route
+    of :func:`nuclear_norm` on the K x D view matrices.
+    """
+    if views.shape[1] == 2:
+        return two_view_nuclear_norm(views[:, 0], views[:, 1])
+    if views.shape[1] == 1:
+        return torch.linalg.vector_norm(views[:, 0], dim=-1)
+    return nuclear_norm(views)
+
+
+def max_nuclear_norm(num_points: int, dim: int) -> float:
+    """``sqrt(P min(P, D))``: the largest nuclear norm of P centroids of norm <= 1 in R^D."""
+    return math.sqrt(num_points * min(num_points, dim))
+
+
+class MMCRLoss(nn.Module):
+    """MMCR loss on ``(B, K, D)`` projector outputs.
+
+    Args:
+        lmbda: weight of the local term ``mean_n ||Z_n||_*`` (0, the reference default,
+            skips it).
+        distributed: under an initialised torch.distributed process group, use the
+            centroids of the global batch (all ranks' views, gathered with exact
+            gradients). Has no effect without a process group.
+
+    ``forward(z, z_momentum=None)`` returns the scalar loss. With ``z_momentum`` (the
+    same views through a momentum/EMA network, no gradient needed) the centroid matrix
+    is the average of the online and momentum centroids, and the local term uses the
+    online views only. After each call, ``components`` holds detached tensors
+    ``loss``, ``global_nuclear_norm`` (``||C||_*``), ``local_nuclear_norm``
+    (``mean_n ||Z_n||_*``, NaN when skipped), ``ppe`` and ``batch_size`` (global).
+
+    Example:
+        >>> loss_fn = MMCRLoss(lmbda=0.0)
+        >>> z = torch.randn(256, 4, 128, requires_grad=True)  # 256 images, 4 views
+        >>> loss = loss_fn(z)
+        >>> loss.backward()
+        >>> float(loss_fn.components["ppe"]) < 1
+        True
+    """
+
+    def __init__(self, lmbda: float = 0.0, distributed: bool = True) -> None:
+        super().__init__()
+        if not isinstance(lmbda, (int, float)) or not math.isfinite(lmbda):
+            raise ValueError(f"lmbda must be a finite number, got {lmbda!r}")
+        if lmbda < 0:
+            raise ValueError(
+                f"lmbda must be >= 0 (a negative weight would reward spreading the views of "
+                f"one sample apart), got {lmbda}"
+            )
+        self.lmbda = float(lmbda)
+        self.distributed = distributed
+        self.components: dict[str, torch.Tensor] = {}
+
+    def extra_repr(self) -> str:
+        return f"lmbda={self.lmbda}, distributed={self.distributed}"
+
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        return gather_with_grad(x) if self.distributed and is_distributed() else x
+
+    def forward(self, z: torch.Tensor, z_momentum: torch.Tensor | None = None) -> torch.Tensor:
+        check_views(z)
+        views = normalize_views(_to_spectral(z))
+        centroids = self._gather(views.mean(dim=1))
+        if z_momentum is not None:
+            if z_momentum.shape != z.shape:
+                raise ValueError(
+                    f"z_momentum must have the shape of z {tuple(z.shape)}, "
+                    f"got {tuple(z_momentum.shape)}"
+                )
+            check_views(z_momentum, name="z_momentum")
+            with torch.no_grad():
+                momentum_centroids = self._gather(
+                    normalize_views(_to_spectral(z_momentum.detach())).mean(dim=1)
+                )
+            centroids = 0.5 * (centroids + momentum_centroids)
+        global_nuc = nuclear_norm(centroids)
+        loss = -global_nuc
+        local = torch.full((), float("nan"), dtype=global_nuc.dtype, device=global_nuc.device)
+        if self.lmbda > 0:
+            local = self._gather(local_nuclear_norms(views)).mean()
+            loss = loss + self.lmbda * local
+        num_points, dim = centroids.shape
+        with torch.no_grad():
+            self.components = {
+                "loss": loss.detach(),
+                "global_nuclear_norm": global_nuc.detach(),
+                "local_nuclear_norm": local.detach(),
+                "ppe": 1.0 - global_nuc.detach() / max_nuclear_norm(num_points, dim),
+                "batch_size": torch.tensor(num_points),
+            }
+        return loss
+
+
+@torch.no_grad()
+def pretraining_percent_error(z: torch.Tensor) -> torch.Tensor:
+    """Pretraining percent error (Eq. 4 of Schaeffer et al., 2024).
+
+    ``PPE = 1 - ||C||_* / sqrt(P min(P, D))`` in ``[0, 1]``: 0 when every centroid has
+    unit norm and ``C`` is isotropic (perfect alignment and uniformity), 1 when the
+    centroids vanish.
+
+    Args:
+        z: either ``(P, K, D)`` raw multi-view embeddings (each view is L2-normalised and
+            the centroids formed, as in :class:`MMCRLoss`) or a ``(P, D)`` centroid matrix
+            used as given (rows of norm at most 1).
+
+    Returns:
+        A 0-dim tensor (float32, or float64 for float64 input).
+    """
+    if isinstance(z, torch.Tensor) and z.ndim == 2:
+        if z.shape[0] < 2 or z.shape[1] < 1:
+            raise ValueError(f"a centroid matrix needs shape (P >= 2, D >= 1), got {tuple(z.shape)}")
+        check_finite(z, name="centroids")
+        centroids = _to_spectral(z)
+    else:
+        check_views(z)
+        centroids = normalize_views(_to_spectral(z)).mean(dim=1)
+    num_points, dim = centroids.shape
+    return 1.0 - nuclear_norm(centroids) / max_nuclear_norm(num_points, dim)
