@@ -29,8 +29,7 @@ def check_views(z: torch.Tensor, *, min_views: int = 1, name: str = "z") -> None
         raise ValueError(f"{name} needs at least B = 2 samples, got B = {b} (shape {tuple(z.shape)})")
     if k < min_views:
         raise ValueError(
-            f"{name} needs at least K = {min_views} view(s) per sample, got K = {k} "
-            f"(shape {tuple(z.shape)})"
+            f"{name} needs at least K = {min_views} view(s) per sample, got K = {k} (shape {tuple(z.shape)})"
         )
     if d < 1:
         raise ValueError(f"{name} needs an embedding dimension D >= 1, got D = {d}")

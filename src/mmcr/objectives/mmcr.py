@@ -98,8 +98,7 @@ class MMCRLoss(nn.Module):
         if z_momentum is not None:
             if z_momentum.shape != z.shape:
                 raise ValueError(
-                    f"z_momentum must have the shape of z {tuple(z.shape)}, "
-                    f"got {tuple(z_momentum.shape)}"
+                    f"z_momentum must have the shape of z {tuple(z.shape)}, got {tuple(z_momentum.shape)}"
                 )
             check_views(z_momentum, name="z_momentum")
             with torch.no_grad():

@@ -1,0 +1,141 @@
+"""Forward + backward time of ``MMCRLoss`` against the plain svdvals formula.
+
+The plain formula is what the reference code computes: L2-normalise the views, take
+``torch.linalg.svdvals`` of the centroid matrix, and (for lmbda > 0) batched
+``svdvals`` of the per-sample ``D x K`` view matrices. Both run in the same process on
+the same inputs; the table reports median times, the speed-up ratio, and the largest
+relative differences of the loss and of the gradient with respect to ``z``.
+
+Inputs mimic training: every sample has a random direction and its K views are that
+direction plus noise, so views of one sample are correlated as after some training.
+
+    python benchmarks/loss_speed.py --json results/loss_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from mmcr import MMCRLoss
+
+CASES = [(32, 40, 128), (256, 2, 128), (256, 8, 128), (512, 2, 512), (2048, 2, 512), (256, 4, 2048)]
+LAMBDAS = [0.0, 0.005]
+
+
+def plain_loss(z: torch.Tensor, lmbda: float) -> torch.Tensor:
+    views = z / z.norm(dim=-1, keepdim=True)
+    centroids = views.mean(dim=1)
+    loss = -torch.linalg.svdvals(centroids).sum()
+    if lmbda > 0:
+        loss = loss + lmbda * torch.linalg.svdvals(views.transpose(1, 2)).sum(-1).mean()
+    return loss
+
+
+def make_views(b: int, k: int, d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    directions = torch.randn(b, 1, d, generator=g)
+    directions = directions / directions.norm(dim=-1, keepdim=True)
+    noise = torch.randn(b, k, d, generator=g) / math.sqrt(d)
+    return directions + 0.5 * noise
+
+
+def time_pair(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median times of ``a`` and ``b``, interleaved so both see the same machine load."""
+    a()
+    b()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        for fn, times in ((a, times_a), (b, times_b)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
+def forward_backward(
+    loss_fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor
+) -> tuple[float, torch.Tensor]:
+    x = z.clone().requires_grad_(True)
+    loss = loss_fn(x)
+    loss.backward()
+    assert x.grad is not None
+    return float(loss.detach()), x.grad
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per case (median reported)")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--json", type=Path, default=Path("results/loss_speed.json"), help="output JSON path")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    rows = []
+    header = (
+        f"{'B':>5} {'K':>3} {'D':>5} {'lmbda':>6} {'plain ms':>9} {'mmcr ms':>8} {'speed-up':>8} "
+        f"{'loss rel':>9} {'grad rel':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for b, k, d in CASES:
+        z = make_views(b, k, d, seed=b * 7 + k * 3 + d)
+        for lmbda in LAMBDAS:
+            ours = MMCRLoss(lmbda=lmbda, distributed=False)
+            loss_ours, grad_ours = forward_backward(ours, z)
+            loss_plain, grad_plain = forward_backward(lambda x, lm=lmbda: plain_loss(x, lm), z)
+            loss_rel = abs(loss_ours - loss_plain) / abs(loss_plain)
+            grad_rel = float((grad_ours - grad_plain).norm() / grad_plain.norm())
+            t_plain, t_ours = time_pair(
+                lambda lm=lmbda, z=z: forward_backward(lambda x: plain_loss(x, lm), z),
+                lambda fn=ours, z=z: forward_backward(fn, z),
+                args.repeats,
+            )
+            row = {
+                "B": b,
+                "K": k,
+                "D": d,
+                "lmbda": lmbda,
+                "plain_ms": t_plain * 1e3,
+                "mmcr_ms": t_ours * 1e3,
+                "speedup": t_plain / t_ours,
+                "loss_rel_diff": loss_rel,
+                "grad_rel_diff": grad_rel,
+            }
+            rows.append(row)
+            print(
+                f"{b:>5} {k:>3} {d:>5} {lmbda:>6} {row['plain_ms']:>9.2f} {row['mmcr_ms']:>8.2f} "
+                f"{row['speedup']:>7.2f}x {loss_rel:>9.1e} {grad_rel:>9.1e}",
+                flush=True,
+            )
+    geo = math.exp(sum(math.log(r["speedup"]) for r in rows) / len(rows))
+    slowest = min(r["speedup"] for r in rows)
+    print("-" * len(header))
+    print(f"geometric-mean speed-up {geo:.2f}x over {len(rows)} cases; smallest {slowest:.2f}x")
+    result = {
+        "benchmark": "loss_speed",
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "machine": platform.processor() or platform.machine(),
+        "repeats": args.repeats,
+        "rows": rows,
+        "geometric_mean_speedup": geo,
+        "min_speedup": slowest,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

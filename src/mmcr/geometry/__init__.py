@@ -1,0 +1,12 @@
+"""Geometry of representations: alignment, uniformity, effective rank, PPE, MI bound."""
+
+from mmcr.geometry.metrics import alignment, effective_rank, geometry_summary, uniformity
+from mmcr.objectives.mmcr import pretraining_percent_error
+
+__all__ = [
+    "alignment",
+    "effective_rank",
+    "geometry_summary",
+    "pretraining_percent_error",
+    "uniformity",
+]
