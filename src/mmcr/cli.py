@@ -6,19 +6,115 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+DESCRIPTION = """\
+Maximum Manifold Capacity Representations (MMCR): pretrain image encoders with the MMCR
+objective (or a baseline), evaluate them (kNN, linear probe), measure the geometry of
+their embeddings, and run the analyses of Schaeffer et al. (2024).
+
+The main job on the default data (Fashion-MNIST, small ConvNet, 2 CPU cores):
+  mmcr pretrain --config configs/fashion_mnist.toml --out runs/fmnist
+  mmcr eval runs/fmnist/last.pt
+"""
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from mmcr.training.config import build_config, overrides_from_args
+    from mmcr.training.pretrain import pretrain
+
+    cfg = build_config(args.config, overrides_from_args(args))
+    path = pretrain(cfg, resume=args.resume)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    from mmcr.training.config import add_config_arguments
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain an encoder with MMCR or a baseline objective",
+        description=(
+            "Pretrain an encoder + projector on K augmented views per image. Settings come from "
+            "the defaults, then the recipe file (--config, TOML or YAML: key = value for any field "
+            "below), then the flags. The resolved configuration is printed and saved as "
+            "OUT/config.json; metrics go to OUT/metrics.jsonl; the checkpoint to OUT/last.pt "
+            "(atomic, resumable with --resume). Launch with torchrun --nproc_per_node=W for "
+            "data parallelism: the loss and gradients equal those of one process with the "
+            "whole batch."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--config", help="recipe file (TOML or YAML), e.g. configs/fashion_mnist.toml")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    add_config_arguments(p)
+    p.set_defaults(func=_pretrain)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from mmcr.evaluation.evaluate import EvalOptions, evaluate
+
+    results = evaluate(
+        EvalOptions(
+            checkpoint=args.checkpoint,
+            config=args.config,
+            out=args.out,
+            random_init=args.random_init,
+            raw_pixels=args.raw_pixels,
+            data_dir=args.data_dir,
+            device=args.device,
+            probe=not args.no_probe,
+        )
+    )
+    line = f"{results['mode']}: kNN test accuracy {100 * results['knn']['test_accuracy']:.2f} %"
+    if "linear_probe" in results:
+        line += f", linear-probe test accuracy {100 * results['linear_probe']['test_accuracy']:.2f} %"
+    print(line)
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="kNN, linear probe and geometry of a checkpoint",
+        description=(
+            "Evaluate a checkpoint on its data set: kNN (k and temperature chosen on the "
+            "validation split), a linear probe on frozen backbone features (L2 weight chosen "
+            "on the validation split, refit on train+val), and the geometry of K-view test "
+            "embeddings (alignment, uniformity, effective rank, PPE, MI bound). The test split "
+            "is used only for the final numbers. Writes eval.json and report.md with plots. "
+            "--random-init and --raw-pixels score the untrained architecture and the pixels "
+            "with the same code, as references."
+        ),
+    )
+    p.add_argument("checkpoint", nargs="?", help="a checkpoint written by mmcr pretrain (OUT/last.pt)")
+    p.add_argument("--config", help="recipe for --random-init / --raw-pixels without a checkpoint")
+    p.add_argument("--out", help="output directory (default: OUT/eval beside the checkpoint)")
+    ref = p.add_mutually_exclusive_group()
+    ref.add_argument("--random-init", action="store_true", help="score the architecture at initialisation")
+    ref.add_argument("--raw-pixels", action="store_true", help="score the pixels themselves")
+    p.add_argument("--data-dir", help="where the data set lies, if not where it was for training")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--no-probe", action="store_true", help="skip the linear probe (kNN and geometry only)")
+    p.set_defaults(func=_eval)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmcr",
-        description=(
-            "Maximum Manifold Capacity Representations: pretrain image encoders with the "
-            "MMCR objective (or a baseline), evaluate them (kNN, linear probe), measure the "
-            "geometry of their embeddings, and run the analyses of Schaeffer et al. (2024)."
-        ),
+        description=DESCRIPTION,
         epilog="Run 'mmcr COMMAND --help' for the options of one command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_pretrain(sub)
+    _add_eval(sub)
+    for module in ("mmcr.analysis.theory_cli",):
+        try:
+            register = __import__(module, fromlist=["register"]).register
+        except ImportError:
+            continue
+        register(sub)
     return parser
 
 
@@ -39,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"mmcr {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return result
 
 

@@ -29,6 +29,13 @@ def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def local_rank() -> int:
+    """This process's index on its node (torchrun's LOCAL_RANK), 0 without torchrun."""
+    import os
+
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def is_main_process() -> bool:
     return rank() == 0
 

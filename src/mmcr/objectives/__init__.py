@@ -11,15 +11,18 @@ from typing import Any
 
 from torch import nn
 
+from mmcr.objectives.barlow_twins import BarlowTwinsLoss
 from mmcr.objectives.mmcr import MMCRLoss, pretraining_percent_error
+from mmcr.objectives.simclr import SimCLRLoss
 from mmcr.objectives.spectral import nuclear_norm
+from mmcr.objectives.vicreg import VICRegLoss
 
 
 def _registry() -> dict[str, type[nn.Module]]:
-    return {"mmcr": MMCRLoss}
+    return {"mmcr": MMCRLoss, "simclr": SimCLRLoss, "barlow_twins": BarlowTwinsLoss, "vicreg": VICRegLoss}
 
 
-OBJECTIVES = ("mmcr",)
+OBJECTIVES = ("mmcr", "simclr", "barlow_twins", "vicreg")
 
 
 def build_objective(name: str, **kwargs: Any) -> nn.Module:
@@ -31,4 +34,13 @@ def build_objective(name: str, **kwargs: Any) -> nn.Module:
     return registry[key](**kwargs)
 
 
-__all__ = ["OBJECTIVES", "MMCRLoss", "build_objective", "nuclear_norm", "pretraining_percent_error"]
+__all__ = [
+    "OBJECTIVES",
+    "BarlowTwinsLoss",
+    "MMCRLoss",
+    "SimCLRLoss",
+    "VICRegLoss",
+    "build_objective",
+    "nuclear_norm",
+    "pretraining_percent_error",
+]

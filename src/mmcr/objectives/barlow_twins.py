@@ -42,7 +42,8 @@ class BarlowTwinsLoss(nn.Module):
 
     Defaults: ``lambd = 0.0051`` is the authors' public code default (the paper reports
     ``5e-3``); ``scale = 1.0`` as in that code (an early version multiplied the loss by
-    ``1/32`` with ``lambd = 3.9e-3``); ``eps = 1e-5`` is ``torch.nn.BatchNorm1d``'s.
+    ``1/32`` with ``lambd = 3.9e-3``); ``eps = 1e-5`` is ``torch.nn.BatchNorm1d``'s
+    (``eps = 0`` standardises exactly but is undefined, NaN, for a constant feature).
 
     ``forward`` returns the scalar loss and stores detached components in
     ``components``: ``"loss"``, ``"on_diagonal"`` (mean over pairs of
@@ -70,9 +71,7 @@ class BarlowTwinsLoss(nn.Module):
     ) -> None:
         super().__init__()
         if not (math.isfinite(lambd) and lambd >= 0):
-            raise ValueError(
-                f"lambd (the off-diagonal weight) must be a finite number >= 0, got {lambd}"
-            )
+            raise ValueError(f"lambd (the off-diagonal weight) must be a finite number >= 0, got {lambd}")
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a finite number > 0, got {scale}")
         if not (math.isfinite(eps) and eps >= 0):
@@ -84,10 +83,7 @@ class BarlowTwinsLoss(nn.Module):
         self.components: dict[str, torch.Tensor] = {}
 
     def extra_repr(self) -> str:
-        return (
-            f"lambd={self.lambd}, scale={self.scale}, eps={self.eps}, "
-            f"distributed={self.distributed}"
-        )
+        return f"lambd={self.lambd}, scale={self.scale}, eps={self.eps}, distributed={self.distributed}"
 
     def terms(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss and its terms for ``z`` of shape ``(B, K, D)``, with gradient.

@@ -31,16 +31,16 @@ class VICRegLoss(nn.Module):
     (N - 1)``, as in the authors' code. For ``K = 2`` the invariance is the paper's MSE
     ``s(Z, Z')`` and the variance is the authors' code's ``(v(Z) + v(Z')) / 2``; the
     covariance is ``(c(Z) + c(Z')) / 2``, half of the sum that the paper and the code use,
-    so that every term is a mean over views whatever ``K``: pass ``cov_coeff=2.0`` to
-    weigh it exactly as the authors' code does for two views.
+    so that every term is a mean over views whatever ``K``; the default ``cov_coeff=2.0``
+    therefore weighs it exactly as the paper (weight 1 on the two-view sum) does.
 
     Under ``torch.distributed`` with ``distributed=True`` the embeddings of every rank are
     gathered with gradient (:func:`mmcr.distributed.gather_with_grad`): all three terms
     are statistics of the global batch, every rank returns the global loss, and DDP's
     gradient averaging gives the single-process gradient.
 
-    Defaults are the paper's: ``sim_coeff = std_coeff = 25``, ``cov_coeff = 1``,
-    ``eps = 1e-4``.
+    Defaults are the paper's weighting: ``sim_coeff = std_coeff = 25``, covariance weight 1
+    on the two-view sum (``cov_coeff = 2`` on the mean over views), ``eps = 1e-4``.
 
     ``forward`` returns the scalar loss and stores detached components in
     ``components``: ``"loss"``, ``"invariance"``, ``"variance"`` and
@@ -61,7 +61,7 @@ class VICRegLoss(nn.Module):
         self,
         sim_coeff: float = 25.0,
         std_coeff: float = 25.0,
-        cov_coeff: float = 1.0,
+        cov_coeff: float = 2.0,
         eps: float = 1e-4,
         distributed: bool = True,
     ) -> None:
@@ -120,11 +120,7 @@ class VICRegLoss(nn.Module):
                 covariance = covariance + cov.pow(2).masked_fill(identity, 0).sum() / d
             covariance = covariance / k
 
-            loss = (
-                self.sim_coeff * invariance
-                + self.std_coeff * variance
-                + self.cov_coeff * covariance
-            )
+            loss = self.sim_coeff * invariance + self.std_coeff * variance + self.cov_coeff * covariance
             return {
                 "loss": loss,
                 "invariance": invariance,

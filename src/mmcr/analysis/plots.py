@@ -1,0 +1,270 @@
+"""Figures for the analyses: the PPE ridge at P = D and scaling-law fits.
+
+Figures are drawn on :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas,
+never through ``pyplot``: no display is needed and no global backend state is touched.
+Every function writes one image (the format follows the file suffix, e.g. .png, .pdf, .svg)
+and returns its path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from matplotlib import colormaps, colors
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
+
+from mmcr.analysis.theory import PPEGrid, ppe_at_equal_size, ppe_marchenko_pastur
+
+__all__ = ["plot_ppe_heatmap", "plot_ppe_vs_P", "plot_scaling_fit"]
+
+
+class _CurveFit(Protocol):
+    def predict(self, compute: ArrayLike) -> np.ndarray: ...
+
+
+def _as_grid(grid_result: PPEGrid | Mapping[str, Any]) -> PPEGrid:
+    if isinstance(grid_result, PPEGrid):
+        return grid_result
+    if isinstance(grid_result, Mapping):
+        return PPEGrid.from_dict(dict(grid_result))
+    raise ValueError(
+        f"Expected a PPEGrid or its to_dict() mapping; got {type(grid_result).__name__}."
+    )
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(out, dpi=150)
+    return out
+
+
+def _log_edges(sizes: np.ndarray) -> np.ndarray:
+    """Cell edges for log-spaced sizes: geometric midpoints, extrapolated at both ends."""
+    s = np.asarray(sizes, dtype=np.float64)
+    if s.shape[0] == 1:
+        return np.array([s[0] / math.sqrt(2.0), s[0] * math.sqrt(2.0)])
+    mids = np.sqrt(s[:-1] * s[1:])
+    return np.concatenate([[s[0] ** 2 / mids[0]], mids, [s[-1] ** 2 / mids[-1]]])
+
+
+def plot_ppe_vs_P(grid_result: PPEGrid | Mapping[str, Any], path: str | Path) -> Path:
+    """PPE of uniform unit centroids against batch size P, one curve per dimension D.
+
+    Log-log axes. Points: Monte-Carlo means with confidence-interval error bars; lines:
+    the Marchenko-Pastur limit as a continuous function of P; dotted verticals at P = D,
+    where each curve peaks (the ridge); a grey line at the peak height 1 - 8/(3 pi).
+
+    Args:
+        grid_result: a :class:`~mmcr.analysis.theory.PPEGrid` or its ``to_dict()``.
+        path: output image file.
+    """
+    grid = _as_grid(grid_result)
+    fig = Figure(figsize=(7.0, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    palette = colormaps["viridis"]
+    n_d = len(grid.Ds)
+    p_lo, p_hi = float(grid.Ps.min()), float(grid.Ps.max())
+    p_dense = np.geomspace(p_lo, p_hi, 200) if p_hi > p_lo else np.array([p_lo])
+    for j, D in enumerate(grid.Ds):
+        colour = palette(0.9 * j / max(n_d - 1, 1))
+        mean = grid.mean[:, j]
+        half = grid.ci_half_width[:, j]
+        shown = mean > 0  # P = 1 has PPE exactly 0, which a log axis cannot show
+        ax.errorbar(
+            grid.Ps[shown],
+            mean[shown],
+            yerr=np.minimum(half[shown], 0.999 * mean[shown]),
+            fmt="o",
+            ms=4,
+            capsize=2,
+            color=colour,
+            label=f"D = {int(D)}",
+        )
+        ax.plot(
+            p_dense, [ppe_marchenko_pastur(p, float(D)) for p in p_dense], "-", color=colour, lw=1.2
+        )
+        if p_lo <= D <= p_hi:
+            ax.axvline(float(D), color=colour, ls=":", lw=1.0)
+    ax.axhline(ppe_at_equal_size(), color="0.5", lw=0.8, ls="--")
+    ax.text(
+        p_lo,
+        ppe_at_equal_size() * 1.04,
+        r"$1 - 8/(3\pi)$ (peak at P = D)",
+        color="0.35",
+        fontsize=8,
+    )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size P (number of centroids)")
+    ax.set_ylabel("pretraining percent error (fraction)")
+    ax.set_title(
+        "PPE of perfectly aligned, uniform embeddings\n"
+        f"points: Monte Carlo ({grid.trials} trials, {grid.confidence:.0%} CI); "
+        "lines: Marchenko-Pastur limit; dotted: P = D",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8, ncol=2 if n_d > 4 else 1)
+    ax.grid(True, which="both", alpha=0.25)
+    return _save(fig, path)
+
+
+def _heatmap_panel(
+    fig: Figure,
+    ax: Axes,
+    Ps: np.ndarray,
+    Ds: np.ndarray,
+    values: np.ndarray,
+    title: str,
+    label: str,
+    norm: colors.Normalize | None = None,
+) -> None:
+    # pcolormesh wants (rows = D, columns = P): put P on x and D on y.
+    mesh = ax.pcolormesh(
+        _log_edges(Ps), _log_edges(Ds), np.asarray(values).T, cmap="magma", norm=norm
+    )
+    lo = max(float(Ps.min()), float(Ds.min())) / 2.0
+    hi = min(float(Ps.max()), float(Ds.max())) * 2.0
+    ax.plot([lo, hi], [lo, hi], color="cyan", lw=1.2, ls="--", label="P = D (ridge)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    p_edges, d_edges = _log_edges(Ps), _log_edges(Ds)
+    ax.set_xlim(float(p_edges[0]), float(p_edges[-1]))
+    ax.set_ylim(float(d_edges[0]), float(d_edges[-1]))
+    ax.set_xlabel("batch size P")
+    ax.set_ylabel("embedding dimension D")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.colorbar(mesh, ax=ax, label=label)
+
+
+def plot_ppe_heatmap(
+    grid_result: PPEGrid | Mapping[str, Any],
+    path: str | Path,
+    measured: ArrayLike | Mapping[str, Any] | None = None,
+) -> Path:
+    """Heatmap of the Monte-Carlo PPE over (P, D), log axes, with the ridge line P = D.
+
+    Args:
+        grid_result: a :class:`~mmcr.analysis.theory.PPEGrid` or its ``to_dict()``.
+        path: output image file.
+        measured: optional second panel, e.g. the PPE reached by training in a
+            double-descent sweep: an array of shape (len(Ps), len(Ds)) on the same grid,
+            or a mapping {"Ps": [...], "Ds": [...], "values": (len(Ps), len(Ds)),
+            "label": "..."} on its own grid. NaN cells (runs not done) stay blank.
+    """
+    grid = _as_grid(grid_result)
+    panels = 1 if measured is None else 2
+    fig = Figure(figsize=(5.6 * panels, 4.6), layout="constrained")
+    axes = [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
+    _heatmap_panel(
+        fig,
+        axes[0],
+        grid.Ps,
+        grid.Ds,
+        grid.mean,
+        f"uniform unit centroids, Monte Carlo ({grid.trials} trials)",
+        "PPE (fraction)",
+    )
+    if measured is not None:
+        if isinstance(measured, Mapping):
+            m_ps = np.asarray(measured["Ps"], dtype=np.float64)
+            m_ds = np.asarray(measured["Ds"], dtype=np.float64)
+            values = np.asarray(measured["values"], dtype=np.float64)
+            label = str(measured.get("label", "measured"))
+        else:
+            m_ps = grid.Ps.astype(np.float64)
+            m_ds = grid.Ds.astype(np.float64)
+            values = np.asarray(measured, dtype=np.float64)
+            label = "measured"
+        if values.shape != (len(m_ps), len(m_ds)):
+            raise ValueError(
+                f"measured values must have shape (len(Ps), len(Ds)) = "
+                f"{(len(m_ps), len(m_ds))}; got {values.shape}."
+            )
+        finite = values[np.isfinite(values)]
+        positive = finite[finite > 0]
+        norm: colors.Normalize | None = None
+        if positive.size and positive.size == finite.size and positive.max() / positive.min() > 20:
+            norm = colors.LogNorm(vmin=float(positive.min()), vmax=float(positive.max()))
+        _heatmap_panel(fig, axes[1], m_ps, m_ds, values, label, "PPE (fraction)", norm)
+    return _save(fig, path)
+
+
+def plot_scaling_fit(
+    compute: ArrayLike,
+    loss: ArrayLike,
+    fit: _CurveFit,
+    path: str | Path,
+    holdout_mask: ArrayLike | None = None,
+    extrapolate: float = 10.0,
+    xlabel: str = "compute (FLOPs)",
+    ylabel: str = "loss",
+) -> Path:
+    """Measured points, the fitted law, and its extrapolation with a bootstrap band.
+
+    Args:
+        compute: (N,) positive compute values of the runs.
+        loss: (N,) measured losses.
+        fit: a :class:`~mmcr.analysis.fit.PowerLawFit` (any object with ``predict(C)``; a
+            ``predict_interval(C)`` method and bootstrap samples add the shaded band).
+        path: output image file.
+        holdout_mask: (N,) booleans marking runs held out of the fit (drawn as open
+            markers), e.g. ``holdout_error(...)["holdout_mask"]``.
+        extrapolate: the curve runs to ``extrapolate`` times the largest compute.
+        xlabel, ylabel: axis labels.
+    """
+    c = np.asarray(compute, dtype=np.float64).reshape(-1)
+    y = np.asarray(loss, dtype=np.float64).reshape(-1)
+    if c.shape != y.shape or c.size == 0:
+        raise ValueError(
+            f"compute and loss must be non-empty and equally long; got {c.size}, {y.size}."
+        )
+    if np.any(c <= 0):
+        raise ValueError("compute must be positive to draw on a log axis.")
+    if extrapolate < 1:
+        raise ValueError(f"extrapolate must be >= 1; got {extrapolate}.")
+    held = np.zeros(c.shape, dtype=bool) if holdout_mask is None else np.asarray(holdout_mask, bool)
+    if held.shape != c.shape:
+        raise ValueError("holdout_mask must have one entry per run.")
+    fitted_max = float(c[~held].max()) if np.any(~held) else float(c.max())
+    grid_in = np.geomspace(float(c.min()), fitted_max, 200)
+    grid_out = np.geomspace(fitted_max, float(c.max()) * extrapolate, 100)
+    whole = np.concatenate([grid_in, grid_out[1:]])
+
+    fig = Figure(figsize=(6.4, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    band = getattr(fit, "predict_interval", None)
+    boots = getattr(fit, "bootstrap_params", None)
+    if callable(band) and boots is not None and len(boots) > 0:
+        low, high = band(whole)
+        ax.fill_between(whole, low, high, color="C0", alpha=0.2, lw=0, label="bootstrap band")
+    ax.plot(grid_in, fit.predict(grid_in), "-", color="C0", lw=1.6, label="fit")
+    ax.plot(grid_out, fit.predict(grid_out), "--", color="C0", lw=1.6, label="extrapolation")
+    ax.plot(c[~held], y[~held], "o", color="C1", ms=5, label="runs (fitted)")
+    if np.any(held):
+        ax.plot(
+            c[held], y[held], "o", mfc="none", color="C3", ms=7, mew=1.5, label="runs (held out)"
+        )
+    params = getattr(fit, "params", None)
+    if isinstance(params, Mapping) and {"E", "A", "alpha"} <= set(params):
+        ax.axhline(float(params["E"]), color="0.5", lw=0.8, ls=":", label="E (irreducible)")
+        ax.set_title(
+            rf"$L = {params['E']:.3g} + {params['A']:.3g}\,C^{{-{params['alpha']:.3g}}}$",
+            fontsize=10,
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,49 @@
+"""Turning stored images into features: the deterministic (un-augmented) view and batched inference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from mmcr.data.views import AugmentConfig
+
+
+def plain_view(images: torch.Tensor, config: AugmentConfig) -> torch.Tensor:
+    """The evaluation view of uint8 ``(N, C, H, W)`` images: resized to the crop size, normalised.
+
+    No randomness: the whole image is resized (bilinear, antialiased) to
+    ``config.crop_size`` if it differs, scaled to [0, 1] and normalised with the config's
+    mean and std. Returns float32 ``(N, C, crop, crop)``.
+    """
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    size = config.crop_size
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    if config.mean is not None and config.std is not None:
+        shape = (1, len(config.mean), 1, 1)
+        mean = torch.tensor(config.mean, dtype=x.dtype, device=x.device).reshape(shape)
+        std = torch.tensor(config.std, dtype=x.dtype, device=x.device).reshape(shape)
+        x = (x - mean) / std
+    return x
+
+
+@torch.no_grad()
+def batched_apply(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    config: AugmentConfig,
+    *,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Apply ``fn`` to the plain views of ``images`` in batches; returns a CPU float32 tensor."""
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = plain_view(images[start : start + batch_size].to(device), config)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out.append(fn(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)

@@ -1,0 +1,208 @@
+"""``mmcr eval``: score a checkpoint with kNN, a linear probe and the geometry of its embeddings.
+
+Model selection never looks at the test split: kNN's k and temperature and the probe's
+L2 weight are chosen on the validation split held out of the training set (the same
+seeded split as pretraining), and the test split gives the final numbers only.
+
+The same code scores two references, so that gains are measured, not assumed:
+``random_init=True`` (the same architecture, untrained, seeded like the run) and
+``raw_pixels=True`` (the evaluation view's pixels as features).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmcr.data.datasets import load_dataset
+from mmcr.evaluation.embed import batched_apply
+from mmcr.evaluation.knn import knn_accuracy, select_knn
+from mmcr.evaluation.linear_probe import evaluate_linear_probe
+from mmcr.geometry.metrics import effective_rank, geometry_summary
+from mmcr.training.checkpoint import load_checkpoint
+from mmcr.training.config import PretrainConfig, build_config
+from mmcr.training.pretrain import augment_config, build_network, load_data, resolve_device
+
+
+@dataclass
+class EvalOptions:
+    checkpoint: str | None = None
+    config: str | None = None  # a recipe, for --raw-pixels / --random-init without a checkpoint
+    out: str | None = None  # where eval.json and report.md go (default: beside the checkpoint)
+    random_init: bool = False
+    raw_pixels: bool = False
+    data_dir: str | None = None
+    device: str = "auto"
+    geometry_views: int | None = None  # views per test image for the geometry (default: the run's K)
+    geometry_images: int = 4096
+    probe: bool = True
+    report: bool = True
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def evaluate(options: EvalOptions) -> dict[str, Any]:
+    """Run the evaluation; returns (and writes) the results dict."""
+    t0 = time.perf_counter()
+    state: dict[str, Any] | None = None
+    if options.checkpoint is not None:
+        state = load_checkpoint(options.checkpoint)
+        cfg = build_config(None, {k: v for k, v in state["config"].items()})
+    else:
+        if not (options.raw_pixels or options.random_init):
+            raise ValueError("give a checkpoint, or --raw-pixels / --random-init with --config")
+        cfg = build_config(options.config, None)
+    if options.data_dir is not None:
+        cfg.data_dir = options.data_dir
+    mode = "raw-pixels" if options.raw_pixels else "random-init" if options.random_init else "trained"
+    if options.out is not None:
+        out = Path(options.out)
+    elif options.checkpoint is not None:
+        out = Path(options.checkpoint).parent / ("eval" if mode == "trained" else f"eval-{mode}")
+    else:
+        out = Path(cfg.out) / f"eval-{mode}"
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(options.device)
+    torch.manual_seed(cfg.seed)
+
+    data = load_data(cfg)
+    test = (
+        load_dataset(cfg.dataset, "test", cfg.data_dir, image_size=cfg.image_size)
+        if cfg.dataset != "synthetic"
+        else data.val
+    )
+    aug = augment_config(cfg)
+    network = build_network(cfg, data.channels).to(device)
+    if mode == "trained":
+        assert state is not None
+        network.load_state_dict(state["model"])
+    network.eval()
+
+    if mode == "raw-pixels":
+
+        def features(x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)
+    else:
+        features = network.encoder
+
+    _log(
+        f"[eval] embedding {len(data.memory)} train / {len(data.val)} val / {len(test)} test images ({mode})"
+    )
+    f_train = batched_apply(features, data.memory.images, aug, device=device)
+    f_val = batched_apply(features, data.val.images, aug, device=device)
+    f_test = batched_apply(features, test.images, aug, device=device)
+    y_train, y_val, y_test = data.memory.labels, data.val.labels, test.labels
+    classes = data.num_classes
+
+    _log("[eval] kNN: choosing k and temperature on the validation split")
+    sel = select_knn(f_train, y_train, f_val, y_val, num_classes=classes)
+    knn_test = knn_accuracy(
+        torch.cat([f_train, f_val]),
+        torch.cat([y_train, y_val]),
+        f_test,
+        y_test,
+        k=sel.k,
+        temperature=sel.temperature,
+        num_classes=classes,
+    )
+    results: dict[str, Any] = {
+        "mode": mode,
+        "checkpoint": options.checkpoint,
+        "dataset": cfg.dataset,
+        "encoder": cfg.encoder,
+        "objective": cfg.objective,
+        "train_step": None if state is None else state["step"],
+        "feature_dim": int(f_train.shape[1]),
+        "num_train": len(data.memory),
+        "num_val": len(data.val),
+        "num_test": len(test),
+        "knn": {
+            "k": sel.k,
+            "temperature": sel.temperature,
+            "val_accuracy": sel.val_accuracy,
+            "test_accuracy": knn_test,
+            "grid": sel.grid,
+        },
+    }
+    _log(
+        f"[eval] kNN test accuracy {knn_test:.4f} "
+        f"(k={sel.k}, T={sel.temperature}, val {sel.val_accuracy:.4f})"
+    )
+    if options.probe:
+        _log("[eval] linear probe: choosing the L2 weight on the validation split")
+        probe = evaluate_linear_probe((f_train, y_train), (f_val, y_val), (f_test, y_test), classes)
+        results["linear_probe"] = {
+            "weight_decay": probe.weight_decay,
+            "val_accuracy": probe.val_accuracy,
+            "test_accuracy": probe.test_accuracy,
+            "grid": probe.grid,
+            "protocol": "softmax regression on standardised frozen features, L-BFGS, L2 chosen on val, "
+            "refit on train+val",
+        }
+        _log(f"[eval] linear-probe test accuracy {probe.test_accuracy:.4f} (L2 {probe.weight_decay})")
+    results["feature_effective_rank"] = effective_rank(f_test[:4096])
+    if mode != "raw-pixels":
+        results["geometry"] = test_geometry(network, test.images, cfg, options, device)
+        _log(
+            "[eval] geometry of test embeddings: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in results["geometry"].items())
+        )
+    results["seconds"] = time.perf_counter() - t0
+    (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    if options.report:
+        from mmcr.evaluation.report import write_report
+
+        run_dir = Path(options.checkpoint).parent if options.checkpoint else None
+        write_report(results, out, run_dir=run_dir)
+    _log(f"[eval] wrote {out / 'eval.json'}")
+    return results
+
+
+@torch.no_grad()
+def test_geometry(
+    network: torch.nn.Module,
+    images: torch.Tensor,
+    cfg: PretrainConfig,
+    options: EvalOptions,
+    device: torch.device,
+) -> dict[str, float]:
+    """Alignment, uniformity, effective rank, PPE and the MI bound of K-view test embeddings.
+
+    Computed on batches of the training batch size (PPE depends on the number of
+    points P) and averaged.
+    """
+    from mmcr.data.views import MultiViewAugment
+
+    augment = MultiViewAugment(augment_config(cfg))
+    k = options.geometry_views or max(cfg.num_views, 2)
+    images = images[: options.geometry_images]
+    generator = torch.Generator().manual_seed(cfg.seed + 11)
+    zs = []
+    for start in range(0, images.shape[0], 256):
+        views = augment(images[start : start + 256].to(device), k, generator=generator)
+        b = views.shape[0]
+        _, z = network(views.flatten(0, 1))
+        zs.append(z.float().reshape(b, k, -1).cpu())
+    z_all = torch.cat(zs)
+    size = min(cfg.batch_size, z_all.shape[0])
+    parts = [geometry_summary(z_all[s : s + size]) for s in range(0, z_all.shape[0] - size + 1, size)]
+    out = {key: sum(p[key] for p in parts) / len(parts) for key in parts[0]}
+    out["batch_points"] = float(size)
+    try:
+        from mmcr.geometry.mutual_information import mi_lower_bound
+
+        mi = mi_lower_bound(z_all[:, 0], z_all[:, 1])
+        out["mi_lower_bound"] = float(mi["bound"])
+        out["mi_reconstruction"] = float(mi["reconstruction"])
+        out["mi_entropy"] = float(mi["entropy"])
+    except ImportError:  # pragma: no cover - the MI module is part of the package
+        pass
+    return out

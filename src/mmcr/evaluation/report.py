@@ -1,0 +1,119 @@
+"""A short Markdown report with PNG plots: training curves and the evaluation's numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Records of a metrics.jsonl file (lines that do not parse are skipped)."""
+    records = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def plot_training_curves(records: list[dict[str, Any]], path: Path) -> bool:
+    """Loss, PPE and validation kNN accuracy over training; False if there is nothing to plot."""
+    steps = [r for r in records if r.get("kind") == "step"]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    if not steps:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot([r["step"] for r in steps], [r["loss"] for r in steps])
+    axes[0].set(xlabel="step", ylabel="loss", title="training loss")
+    ppe = [(r["step"], r["ppe"]) for r in steps if r.get("ppe") is not None]
+    if ppe:
+        axes[1].plot(*zip(*ppe, strict=True), label="train batch")
+    val_ppe = [(r["step"], r["val_ppe"]) for r in epochs if "val_ppe" in r]
+    if val_ppe:
+        axes[1].plot(*zip(*val_ppe, strict=True), "o-", label="validation")
+    axes[1].set(xlabel="step", ylabel="PPE", title="pretraining percent error")
+    axes[1].legend()
+    knn = [(r["epoch"], r["knn_val_acc"]) for r in epochs if "knn_val_acc" in r]
+    if knn:
+        axes[2].plot(*zip(*knn, strict=True), "o-")
+    axes[2].set(xlabel="epoch", ylabel="accuracy", title="validation kNN accuracy")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_eval(results: dict[str, Any], path: Path) -> None:
+    """kNN validation accuracy over (k, temperature), and the probe's L2 sweep."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = results["knn"]["grid"]
+    ks = sorted({g["k"] for g in grid})
+    ts = sorted({g["temperature"] for g in grid})
+    table = [
+        [next(g["val_accuracy"] for g in grid if g["k"] == k and g["temperature"] == t) for t in ts]
+        for k in ks
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    im = axes[0].imshow(table, aspect="auto", cmap="viridis")
+    axes[0].set_xticks(range(len(ts)), [str(t) for t in ts])
+    axes[0].set_yticks(range(len(ks)), [str(k) for k in ks])
+    axes[0].set(xlabel="temperature", ylabel="k", title="kNN validation accuracy")
+    fig.colorbar(im, ax=axes[0])
+    if "linear_probe" in results:
+        probe = results["linear_probe"]["grid"]
+        axes[1].semilogx([g["weight_decay"] for g in probe], [g["val_accuracy"] for g in probe], "o-")
+        axes[1].set(xlabel="L2 weight", ylabel="accuracy", title="linear probe (validation)")
+        axes[1].grid(alpha=0.3)
+    else:
+        axes[1].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: dict[str, Any], out: Path, run_dir: Path | None = None) -> Path:
+    """Write ``report.md`` (and its PNGs) into ``out``; returns the report's path."""
+    lines = [f"# Evaluation: {results['dataset']}, {results['encoder']}, {results['mode']}", ""]
+    if results.get("checkpoint"):
+        lines += [f"Checkpoint `{results['checkpoint']}` (step {results.get('train_step')}).", ""]
+    knn = results["knn"]
+    lines += [
+        "Hyper-parameters chosen on the validation split held out of the training set; the test",
+        "split is used once, for the numbers below.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| kNN test accuracy | {100 * knn['test_accuracy']:.2f} % "
+        f"(k = {knn['k']}, T = {knn['temperature']}) |",
+    ]
+    if "linear_probe" in results:
+        lp = results["linear_probe"]
+        lines.append(
+            f"| linear-probe test accuracy | {100 * lp['test_accuracy']:.2f} % (L2 {lp['weight_decay']}) |"
+        )
+    lines.append(f"| effective rank of test features | {results['feature_effective_rank']:.1f} |")
+    for key, value in results.get("geometry", {}).items():
+        lines.append(f"| {key.replace('_', ' ')} (test embeddings) | {value:.4f} |")
+    lines.append("")
+    if run_dir is not None:
+        if plot_training_curves(read_metrics(run_dir / "metrics.jsonl"), out / "training_curves.png"):
+            lines += ["## Training", "", "![training curves](training_curves.png)", ""]
+    plot_eval(results, out / "evaluation.png")
+    lines += ["## Model selection", "", "![evaluation](evaluation.png)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,1 @@
+"""Pretraining: the loop, optimisers and learning-rate schedules, checkpoints."""

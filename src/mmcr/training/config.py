@@ -1,0 +1,243 @@
+"""Pretraining configuration: plain values with defaults, from a recipe file and the command line.
+
+A recipe is a TOML (or YAML) file of ``key = value`` pairs naming fields of
+:class:`PretrainConfig`; command-line flags override it (``--epochs 3``), and the fully
+resolved configuration is printed and saved beside the checkpoint. Unknown keys are an
+error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+
+@dataclass
+class PretrainConfig:
+    """Every knob of ``mmcr pretrain``. Field comments are the ``--help`` text."""
+
+    # data
+    dataset: str = "fashion-mnist"  # fashion-mnist, digits, cifar10, cifar100, stl10, imagefolder, synthetic
+    data_dir: str | None = None  # where the data set lies (else $MMCR_DATA_DIR, then system paths)
+    train_split: str = "train"  # split to pretrain on (stl10: train+unlabeled)
+    val_fraction: float = 0.1  # share of the labelled training split held out for model selection
+    image_size: int | None = None  # resize stored images (imagefolder; None keeps the native size)
+    synthetic_size: int = 512  # images in the synthetic data set (smoke tests)
+    # views
+    augment: str = "fashion-mnist"  # augmentation preset: fashion-mnist, cifar, stl10, imagenet, digits
+    crop_size: int | None = None  # crop size of the views (None: the preset's)
+    num_views: int = 2  # K, views per image
+    # model
+    encoder: str = "convnet"  # convnet, resnet18_cifar, resnet50_cifar, resnet18, resnet50
+    encoder_width: int | None = None  # base width of the convnet (None: its default)
+    maxpool: bool | None = None  # ImageNet ResNets: keep the stem max-pool (None: the encoder's default)
+    projector_hidden: list[int] = field(default_factory=lambda: [512])  # hidden widths (BN + ReLU)
+    projector_dim: int = 128  # D, the projector output (embedding) dimension
+    sync_batchnorm: bool = False  # convert batch norms to SyncBatchNorm under torch.distributed
+    # objective
+    objective: str = "mmcr"  # mmcr, simclr, barlow_twins, vicreg
+    lmbda: float = 0.0  # MMCR: weight of the local nuclear-norm term
+    objective_args: dict[str, Any] = field(default_factory=dict)  # extra objective hyper-parameters
+    momentum_encoder: bool = False  # MMCR: average centroids with an EMA copy of the network
+    momentum_tau: float = 0.99  # EMA decay of the momentum network
+    momentum_tau_schedule: str = "constant"  # constant or cosine (tau -> 1 over training)
+    # optimisation
+    optimizer: str = "adam"  # adam, adamw, sgd, lars
+    lr: float = 1e-3  # base learning rate (lars: per 256 images, scaled by batch_size / 256)
+    weight_decay: float = 1e-6
+    momentum: float = 0.9  # sgd / lars momentum
+    schedule: str = "cosine"  # cosine (linear warm-up, then cosine to 0) or constant
+    warmup_epochs: float = 0.0
+    epochs: int = 10
+    batch_size: int = 256  # B, images per step (each seen in K views), over all processes
+    max_steps: int | None = None  # cap on the total steps; the schedule spans them (sweeps, smoke tests)
+    stop_at_epoch: int | None = None  # stop with a checkpoint after this epoch; the schedule still spans all
+    seed: int = 0
+    # hardware
+    device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, ...
+    bf16: bool = False  # bf16 autocast for encoder and projector (the loss stays in float32)
+    channels_last: bool = False  # channels_last memory format for conv encoders
+    threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
+    # monitoring and output
+    out: str = "runs/pretrain"  # output directory: config, metrics.jsonl, checkpoints
+    log_every: int = 20  # steps between metric records
+    eval_every: int = 1  # epochs between validation kNN / geometry records (0: only at the end)
+    knn_k: int = 200  # kNN monitor neighbours
+    knn_temperature: float = 0.5  # kNN monitor temperature
+    monitor_size: int = 2048  # validation images used for the geometry monitor
+    checkpoint_every: int = 1  # epochs between checkpoints (always one at the end)
+    progress: bool = True  # show a progress bar
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(PretrainConfig)]
+
+
+def _field_type(name: str) -> Any:
+    hints = typing.get_type_hints(PretrainConfig)
+    return hints[name]
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return True, args[0]
+    return False, tp
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert ``value`` (from a file or a command line string) to the type of field ``name``."""
+    optional, tp = _is_optional(_field_type(name))
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if not optional:
+            raise ValueError(f"{name} cannot be None")
+        return None
+    origin = typing.get_origin(tp)
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+        if origin is list:
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split()] if value.strip() else []
+            return [int(v) for v in value]
+        if origin is dict:
+            if isinstance(value, str):
+                value = json.loads(value)
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return dict(value)
+    except (TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{name}: cannot read {value!r} as {tp}") from exc
+    return value
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or YAML recipe into a flat dict, checking every key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe file {path} does not exist")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = tomllib.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"recipe {path} must be a table of key = value pairs")
+    check_keys(data, source=str(path))
+    return data
+
+
+def check_keys(data: dict[str, Any], source: str) -> None:
+    valid = field_names()
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} in {source}; valid keys: {', '.join(valid)}")
+
+
+def build_config(recipe: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PretrainConfig:
+    """Defaults, then the recipe file, then overrides (e.g. from the command line)."""
+    values: dict[str, Any] = {}
+    if recipe is not None:
+        values.update(load_recipe(recipe))
+    if overrides:
+        check_keys(overrides, source="the overrides")
+        values.update(overrides)
+    cfg = PretrainConfig(**{k: coerce(k, v) for k, v in values.items()})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: PretrainConfig) -> None:
+    """Range checks that give a sentence instead of a failure deep inside training."""
+    checks = [
+        (cfg.num_views >= 1, f"num_views must be >= 1, got {cfg.num_views}"),
+        (cfg.batch_size >= 2, f"batch_size must be >= 2, got {cfg.batch_size}"),
+        (cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}"),
+        (cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
+        (cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}"),
+        (cfg.lmbda >= 0, f"lmbda must be >= 0, got {cfg.lmbda}"),
+        (0 <= cfg.val_fraction < 1, f"val_fraction must be in [0, 1), got {cfg.val_fraction}"),
+        (cfg.projector_dim >= 1, f"projector_dim must be >= 1, got {cfg.projector_dim}"),
+        (cfg.schedule in ("cosine", "constant"), f"schedule must be cosine or constant, got {cfg.schedule}"),
+        (0 <= cfg.momentum_tau <= 1, f"momentum_tau must be in [0, 1], got {cfg.momentum_tau}"),
+        (
+            cfg.momentum_tau_schedule in ("constant", "cosine"),
+            f"momentum_tau_schedule must be constant or cosine, got {cfg.momentum_tau_schedule}",
+        ),
+        (cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}"),
+        (cfg.max_steps is None or cfg.max_steps >= 1, f"max_steps must be >= 1, got {cfg.max_steps}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--field`` flag per configuration field, each defaulting to "not given"."""
+    group = parser.add_argument_group(
+        "configuration (override the recipe; every field of the recipe file has a flag)"
+    )
+    comments = _field_comments()
+    for f in fields(PretrainConfig):
+        default = getattr(PretrainConfig(), f.name)
+        help_text = comments.get(f.name, "")
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f"cfg_{f.name}",
+            default=None,
+            metavar="V",
+            help=f"{help_text} [default: {default}]".strip(),
+        )
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        name: getattr(args, f"cfg_{name}")
+        for name in field_names()
+        if getattr(args, f"cfg_{name}", None) is not None
+    }
+
+
+def _field_comments() -> dict[str, str]:
+    import inspect
+
+    comments: dict[str, str] = {}
+    for line in inspect.getsource(PretrainConfig).splitlines():
+        stripped = line.strip()
+        if ":" in stripped and "#" in stripped and not stripped.startswith("#"):
+            name = stripped.split(":", 1)[0].strip()
+            comments[name] = stripped.split("#", 1)[1].strip()
+    return comments
