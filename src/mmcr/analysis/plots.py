@@ -68,7 +68,7 @@ def plot_ppe_vs_P(grid_result: PPEGrid | Mapping[str, Any], path: str | Path) ->
         path: output image file.
     """
     grid = _as_grid(grid_result)
-    fig = Figure(figsize=(7.0, 4.8), layout="constrained")
+    fig = Figure(figsize=(8.4, 4.8), layout="constrained")
     ax = fig.add_subplot()
     palette = colormaps["viridis"]
     n_d = len(grid.Ds)
@@ -94,13 +94,8 @@ def plot_ppe_vs_P(grid_result: PPEGrid | Mapping[str, Any], path: str | Path) ->
         )
         if p_lo <= D <= p_hi:
             ax.axvline(float(D), color=colour, ls=":", lw=1.0)
-    ax.axhline(ppe_at_equal_size(), color="0.5", lw=0.8, ls="--")
-    ax.text(
-        p_lo,
-        ppe_at_equal_size() * 1.04,
-        r"$1 - 8/(3\pi)$ (peak at P = D)",
-        color="0.35",
-        fontsize=8,
+    ax.axhline(
+        ppe_at_equal_size(), color="0.5", lw=0.8, ls="--", label=r"$1 - 8/(3\pi)$ (limit at P = D)"
     )
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -112,9 +107,17 @@ def plot_ppe_vs_P(grid_result: PPEGrid | Mapping[str, Any], path: str | Path) ->
         "lines: Marchenko-Pastur limit; dotted: P = D",
         fontsize=9,
     )
-    ax.legend(fontsize=8, ncol=2 if n_d > 4 else 1)
+    fig.legend(loc="outside right center", fontsize=8)
     ax.grid(True, which="both", alpha=0.25)
     return _save(fig, path)
+
+
+def _colour_norm(values: np.ndarray) -> colors.Normalize | None:
+    """A log colour scale when every finite value is positive and they span > 20x."""
+    finite = values[np.isfinite(values)]
+    if finite.size and np.all(finite > 0) and finite.max() / finite.min() > 20:
+        return colors.LogNorm(vmin=float(finite.min()), vmax=float(finite.max()))
+    return None
 
 
 def _heatmap_panel(
@@ -173,9 +176,13 @@ def plot_ppe_heatmap(
         grid.mean,
         f"uniform unit centroids, Monte Carlo ({grid.trials} trials)",
         "PPE (fraction)",
+        _colour_norm(grid.mean),
     )
     if measured is not None:
         if isinstance(measured, Mapping):
+            missing = {"Ps", "Ds", "values"} - set(measured)
+            if missing:
+                raise ValueError(f"measured lacks the keys {sorted(missing)}.")
             m_ps = np.asarray(measured["Ps"], dtype=np.float64)
             m_ds = np.asarray(measured["Ds"], dtype=np.float64)
             values = np.asarray(measured["values"], dtype=np.float64)
@@ -190,12 +197,9 @@ def plot_ppe_heatmap(
                 f"measured values must have shape (len(Ps), len(Ds)) = "
                 f"{(len(m_ps), len(m_ds))}; got {values.shape}."
             )
-        finite = values[np.isfinite(values)]
-        positive = finite[finite > 0]
-        norm: colors.Normalize | None = None
-        if positive.size and positive.size == finite.size and positive.max() / positive.min() > 20:
-            norm = colors.LogNorm(vmin=float(positive.min()), vmax=float(positive.max()))
-        _heatmap_panel(fig, axes[1], m_ps, m_ds, values, label, "PPE (fraction)", norm)
+        _heatmap_panel(
+            fig, axes[1], m_ps, m_ds, values, label, "PPE (fraction)", _colour_norm(values)
+        )
     return _save(fig, path)
 
 

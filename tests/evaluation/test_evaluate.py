@@ -1,0 +1,109 @@
+"""Evaluation: kNN and linear probe against direct computations, and the eval command end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmcr.cli import main
+from mmcr.evaluation.knn import knn_accuracy, knn_scores, select_knn
+from mmcr.evaluation.linear_probe import evaluate_linear_probe, fit_linear_probe
+
+
+def test_knn_scores_against_a_loop() -> None:
+    torch.manual_seed(0)
+    memory, labels = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    queries = torch.randn(5, 4)
+    scores = knn_scores(memory, labels, queries, k=4, temperature=0.5, num_classes=3, chunk=2)
+    m = torch.nn.functional.normalize(memory, dim=1)
+    for i, q in enumerate(torch.nn.functional.normalize(queries, dim=1)):
+        sims = m @ q
+        top = sims.argsort(descending=True)[:4]
+        expected = torch.zeros(3)
+        for j in top:
+            expected[labels[j]] += torch.exp(sims[j] / 0.5)
+        assert torch.allclose(scores[i], expected, rtol=1e-5)
+
+
+def test_knn_separable_clusters_and_selection() -> None:
+    torch.manual_seed(0)
+    centers = torch.eye(3, 8) * 5
+    labels = torch.arange(3).repeat(40)
+    feats = centers[labels] + torch.randn(120, 8) * 0.3
+    assert knn_accuracy(feats[:90], labels[:90], feats[90:], labels[90:], k=5) == 1.0
+    sel = select_knn(feats[:90], labels[:90], feats[90:], labels[90:], ks=(1, 5), temperatures=(0.1,))
+    assert sel.val_accuracy == 1.0 and len(sel.grid) == 2
+    with pytest.raises(ValueError, match="queries"):
+        knn_scores(feats, labels, torch.randn(2, 3), k=1, temperature=0.1, num_classes=3)
+
+
+def test_linear_probe_separates_and_selects_on_validation() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(4, 10)
+    x = torch.randn(600, 10)
+    y = (x @ w.T).argmax(1)
+    probe = fit_linear_probe(x[:400], y[:400], 4, weight_decay=1e-4)
+    assert probe.accuracy(x[400:], y[400:]) > 0.9
+    result = evaluate_linear_probe(
+        (x[:300], y[:300]), (x[300:450], y[300:450]), (x[450:], y[450:]), 4, weight_decays=(1e-4, 10.0)
+    )
+    assert result.weight_decay == 1e-4  # heavy L2 underfits and loses on validation
+    assert result.test_accuracy > 0.9
+    with pytest.raises(ValueError, match="labels must lie"):
+        fit_linear_probe(x, y + 10, 4, weight_decay=0.0)
+
+
+def test_eval_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    args = [
+        "pretrain",
+        "--dataset",
+        "digits",
+        "--augment",
+        "digits",
+        "--encoder-width",
+        "8",
+        "--projector-hidden",
+        "64",
+        "--projector-dim",
+        "32",
+        "--batch-size",
+        "128",
+        "--epochs",
+        "1",
+        "--progress",
+        "false",
+        "--out",
+        str(out),
+        "--threads",
+        "2",
+    ]
+    assert main(args) == 0
+    assert main(["eval", str(out / "last.pt")]) == 0
+    results = json.loads((out / "eval" / "eval.json").read_text())
+    assert results["mode"] == "trained"
+    assert 0.5 < results["knn"]["test_accuracy"] <= 1.0
+    assert 0.5 < results["linear_probe"]["test_accuracy"] <= 1.0
+    assert {"alignment", "uniformity", "effective_rank", "ppe"} <= set(results["geometry"])
+    report = (out / "eval" / "report.md").read_text()
+    assert "kNN test accuracy" in report and (out / "eval" / "training_curves.png").stat().st_size > 0
+    assert main(["eval", str(out / "last.pt"), "--random-init", "--no-probe"]) == 0
+    assert json.loads((out / "eval-random-init" / "eval.json").read_text())["mode"] == "random-init"
+    assert main(["eval", str(out / "last.pt"), "--raw-pixels", "--no-probe"]) == 0
+    raw = json.loads((out / "eval-raw-pixels" / "eval.json").read_text())
+    assert raw["feature_dim"] == 64 and "geometry" not in raw
+    printed = capsys.readouterr().out
+    assert "kNN test accuracy" in printed
+
+
+def test_cli_help_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    text = capsys.readouterr().out
+    for command in ("pretrain", "eval"):
+        assert command in text
+    assert main(["eval", "/nonexistent/last.pt"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["pretrain", "--epochs", "0", "--dataset", "digits"]) == 2
