@@ -25,6 +25,7 @@ from mmcr.evaluation.embed import batched_apply
 from mmcr.evaluation.knn import knn_accuracy, select_knn
 from mmcr.evaluation.linear_probe import evaluate_linear_probe
 from mmcr.geometry.metrics import effective_rank, geometry_summary
+from mmcr.geometry.mutual_information import mi_lower_bound
 from mmcr.training.checkpoint import load_checkpoint
 from mmcr.training.config import PretrainConfig, build_config
 from mmcr.training.pretrain import augment_config, build_network, load_data, resolve_device
@@ -196,13 +197,9 @@ def test_geometry(
     parts = [geometry_summary(z_all[s : s + size]) for s in range(0, z_all.shape[0] - size + 1, size)]
     out = {key: sum(p[key] for p in parts) / len(parts) for key in parts[0]}
     out["batch_points"] = float(size)
-    try:
-        from mmcr.geometry.mutual_information import mi_lower_bound
-
-        mi = mi_lower_bound(z_all[:, 0], z_all[:, 1])
-        out["mi_lower_bound"] = float(mi["bound"])
-        out["mi_reconstruction"] = float(mi["reconstruction"])
-        out["mi_entropy"] = float(mi["entropy"])
-    except ImportError:  # pragma: no cover - the MI module is part of the package
-        pass
+    mi = mi_lower_bound(z_all)
+    out["mi_lower_bound"] = float(mi["bound"])
+    out["mi_reconstruction"] = float(mi["reconstruction"])
+    out["mi_entropy"] = float(mi["entropy"])
+    out["mi_kappa"] = float(mi["kappa"])
     return out

@@ -33,6 +33,7 @@ from mmcr.data.views import AugmentConfig, MultiViewAugment, preset
 from mmcr.evaluation.embed import batched_apply
 from mmcr.evaluation.knn import knn_accuracy
 from mmcr.geometry.metrics import geometry_summary
+from mmcr.geometry.mutual_information import mi_lower_bound
 from mmcr.models import MMCRNetwork, build_encoder, build_projector, convert_sync_batchnorm, to_channels_last
 from mmcr.models.momentum import MomentumEncoder, cosine_tau
 from mmcr.objectives import build_objective
@@ -234,6 +235,10 @@ def monitor(
     ]
     for key in summaries[0]:
         out[f"val_{key}"] = sum(s[key] for s in summaries) / len(summaries)
+    if z_all.shape[1] >= 2:
+        mi = mi_lower_bound(z_all)
+        out["val_mi_lower_bound"] = mi["bound"]
+        out["val_mi_entropy"] = mi["entropy"]
     out["val_feature_effective_rank"] = _feature_rank(feats_val if len(feats_val) else feats_mem)
     network.train(was_training)
     return out
