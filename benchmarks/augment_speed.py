@@ -31,14 +31,22 @@ NUM_VIEWS = 2
 IMAGE_SIZE = 32
 
 
-def _median_seconds(fn: Callable[[], torch.Tensor], repeats: int) -> float:
+def _measure(fn: Callable[[], torch.Tensor], repeats: int) -> dict[str, float]:
+    """Median and best wall-clock seconds of ``repeats`` runs, and the median CPU seconds
+    of this process (on a shared machine, CPU time shows how much of the wall time was
+    waiting for a core)."""
     fn()  # warm-up: first-call allocations and dispatch caches
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return {
+        "median_seconds": statistics.median(wall),
+        "min_seconds": min(wall),
+        "median_cpu_seconds": statistics.median(cpu),
+    }
 
 
 def _batched(augment: MultiViewAugment, images: torch.Tensor) -> Callable[[], torch.Tensor]:
@@ -89,7 +97,7 @@ def _kornia(images: torch.Tensor) -> Callable[[], torch.Tensor] | None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=str, default=None, help="write the results here")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per measurement")
     parser.add_argument(
         "--loop-repeats",
         type=int,
@@ -118,25 +126,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, fn, repeats in methods:
             if fn is None:
                 continue
-            seconds = _median_seconds(fn, repeats)
+            timing = _measure(fn, repeats)
             rows.append(
                 {
                     "method": name,
                     "batch_images": batch,
                     "num_views": NUM_VIEWS,
                     "output_images": batch * NUM_VIEWS,
-                    "median_seconds": seconds,
-                    "images_per_second": batch * NUM_VIEWS / seconds,
+                    **timing,
+                    "images_per_second": batch * NUM_VIEWS / timing["median_seconds"],
+                    "best_images_per_second": batch * NUM_VIEWS / timing["min_seconds"],
                     "repeats": repeats,
                 }
             )
 
     print(
         f"augmentation throughput, {IMAGE_SIZE}x{IMAGE_SIZE}x3 uint8 -> K={NUM_VIEWS} views, "
-        f"torch {torch.__version__}, {args.threads} thread(s); images/s = output views/s"
+        f"torch {torch.__version__}, {args.threads} thread(s); images/s = output views/s "
+        "(median of repeats; best = fastest repeat; speed-ups from medians)"
     )
-    header = f"{'method':<24}{'batch':>7}{'views':>7}{'ms':>10}{'images/s':>12}"
-    header += f"{'vs loop':>9}{'vs kornia':>11}"
+    header = f"{'method':<24}{'batch':>7}{'views':>7}{'ms':>10}{'images/s':>12}{'best':>10}"
+    header += f"{'cpu ms':>9}{'vs loop':>9}{'vs kornia':>11}"
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -150,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"{row['method']:<24}{row['batch_images']:>7}{row['output_images']:>7}"
             f"{row['median_seconds'] * 1e3:>10.1f}{row['images_per_second']:>12.0f}"
+            f"{row['best_images_per_second']:>10.0f}{row['median_cpu_seconds'] * 1e3:>9.1f}"
             f"{vs_loop:>9}{vs_kornia:>11}"
         )
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -168,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "load_average": list(load) if load is not None else None,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "results": rows,
     }
     try:

@@ -109,10 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_pretrain(sub)
     _add_eval(sub)
-    for module in ("mmcr.analysis.theory_cli",):
+    for module in ("mmcr.analysis.theory_cli", "mmcr.analysis.sweep_cli"):
         try:
             register = __import__(module, fromlist=["register"]).register
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
             continue
         register(sub)
     return parser

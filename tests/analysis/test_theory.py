@@ -171,12 +171,24 @@ def test_cli_single_cell_text_off_ridge(capsys: pytest.CaptureFixture[str]) -> N
     assert "Marchenko-Pastur" in text and "1 - 8/(3 pi)" not in text
 
 
-def test_cli_grid_writes_json_and_plots(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_grid_writes_json_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = _parser().parse_args(
-        ["theory", "ppe", "--P", "4", "8", "--D", "8", "16", "--trials", "3", "--json",
-         "--no-progress", "--out", str(tmp_path)]
+        [
+            "theory",
+            "ppe",
+            "--P",
+            "4",
+            "8",
+            "--D",
+            "8",
+            "16",
+            "--trials",
+            "3",
+            "--json",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ]
     )
     assert args.func(args) == 0
     printed = json.loads(capsys.readouterr().out)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -115,14 +115,12 @@ def _closed_form_log_a(
     alpha: (S, m); e: (S,). Returns a: (S, m).
     """
     m = u.shape[0]
-    excess = np.exp(y)[None, :] - np.exp(e)[:, None]  # (S, N)
-    excess = np.where(excess > 0, excess, np.nan)
-    # For term i alone: log(excess / m) = a_i - alpha_i u_i  ->  a_i = median(...).
+    # Starts put E below min L (at most 0.98 min L), so every excess L - E is positive.
+    log_share = np.log((np.exp(y)[None, :] - np.exp(e)[:, None]) / m)  # (S, N)
+    # For term i alone: log((L - E) / m) = a_i - alpha_i u_i  ->  a_i = median over runs.
     a = np.empty_like(alpha)
     for i in range(m):
-        target = np.log(excess / m) + alpha[:, i : i + 1] * u[i][None, :]
-        med = np.nanmedian(np.where(np.isnan(target), np.inf, target), axis=1)
-        a[:, i] = np.where(np.isfinite(med), med, 0.0)
+        a[:, i] = np.median(log_share + alpha[:, i : i + 1] * u[i][None, :], axis=1)
     return np.clip(a, *_LOG_A_BOUNDS)
 
 
@@ -438,7 +436,6 @@ class JointFit:
     n_points: int
     huber_delta: float
     confidence: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Pretraining percent error of perfectly aligned and uniform embeddings.
 
-Schaeffer et al. (2024), arXiv 2406.09366, Sec. 3 and Eq. 4: for P centroids in D
+Schaeffer et al. (2024), arXiv 2406.09366, Prop. 3.3 and Eq. 4: for P centroids in D
 dimensions (C the P x D matrix of centroids, rows of norm at most 1),
 
     0 <= ||C||_* <= sqrt(P min(P, D)),
@@ -31,7 +31,8 @@ Both cases give the same formula, hence the symmetry P/D <-> D/P:
 
 With x = 1 + r + 2 sqrt(r) cos(theta) the integral becomes smooth on [0, pi]:
 
-    E_MP(r)[sqrt(lambda)] = (2 / pi) int_0^pi sin^2(theta) / sqrt(1 + r + 2 sqrt(r) cos(theta)) dtheta.
+    E_MP(r)[sqrt(lambda)]
+        = (2 / pi) int_0^pi sin^2(theta) / sqrt(1 + r + 2 sqrt(r) cos(theta)) dtheta.
 
 At r = 1 the singular values follow the quarter-circle law sqrt(4 - s^2) / pi on [0, 2],
 whose mean is 8 / (3 pi): PPE_inf(1) = 1 - 8 / (3 pi) = 0.1512, the top of the ridge.
@@ -46,9 +47,10 @@ Finite sizes: the Monte-Carlo mean lies slightly below the limit, by about
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import integrate, stats
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 __all__ = [
     "PPEGrid",
@@ -155,6 +157,28 @@ def ppe_marchenko_pastur(P: float, D: float) -> float:
     return 1.0 - _mp_mean_sqrt(marchenko_pastur_ratio(P, D))
 
 
+@contextlib.contextmanager
+def _single_torch_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _eigvalsh_cpu(gram: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of a batch of symmetric matrices on CPU, one matrix at a time, one thread.
+
+    Measured with torch 2.13 on 2 shared cores (32 matrices of 256 x 256): batched eigvalsh
+    and multi-threaded LAPACK were 5-30x slower than this loop whenever the cores were busy
+    (threads spin while waiting for each other). torch's thread count is process-wide, so
+    it is lowered only around this loop and then restored.
+    """
+    with _single_torch_thread():
+        return torch.stack([torch.linalg.eigvalsh(matrix) for matrix in gram])
+
+
 def _nuclear_norms_of_uniform_centroids(
     P: int, D: int, trials: int, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
@@ -171,9 +195,7 @@ def _nuclear_norms_of_uniform_centroids(
         else:
             gram = centroids.transpose(1, 2) @ centroids
         if device.type == "cpu":
-            # On CPU, torch's batched eigvalsh is several times slower than a loop over the
-            # batch (measured on 2 cores with torch 2.13); on accelerators batch it.
-            eig = torch.stack([torch.linalg.eigvalsh(m) for m in gram])
+            eig = _eigvalsh_cpu(gram)
         else:
             eig = torch.linalg.eigvalsh(gram)
         norms.append(eig.clamp_min(0.0).sqrt().sum(dim=-1))

@@ -578,7 +578,7 @@ def _load_pickle(path: Path) -> dict[Any, Any]:
     try:
         with path.open("rb") as handle:
             obj = _NumpyOnlyUnpickler(handle, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+    except Exception as err:  # any failure to unpickle means a corrupt or foreign file
         raise ValueError(f"{path} is not a valid CIFAR python pickle ({type(err).__name__}: {err})") from err
     if not isinstance(obj, dict):
         raise ValueError(f"{path} should hold a dict, got {type(obj).__name__}")

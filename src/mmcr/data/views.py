@@ -3,7 +3,8 @@
 The pipeline, per view (the order of the SimCLR / Barlow Twins family):
 
 1. random resized crop to ``crop_size`` (rejection-sampled scale and aspect ratio, as in
-   torchvision's ``RandomResizedCrop``; bilinear, no antialiasing),
+   torchvision's ``RandomResizedCrop``; bilinear without antialiasing, so crops much
+   larger than ``crop_size`` alias a little, as with ``grid_sample``-based GPU pipelines),
 2. horizontal flip,
 3. colour jitter (brightness, contrast, saturation, hue; in a random order per view),
 4. grayscale (ITU-R 601: 0.299 R + 0.587 G + 0.114 B),
@@ -13,8 +14,9 @@ The pipeline, per view (the order of the SimCLR / Barlow Twins family):
 
 Random parameters are drawn once per (image, view) by :func:`sample_params` into an
 :class:`AugmentParams`, then applied either batched (:func:`apply_params`: one
-``grid_sample`` for crop + flip of all views, masked batched colour ops, one grouped
-convolution for blur) or one image at a time (:func:`augment_one`, the plain reference
+``grid_sample`` for crop + flip of all views, in-place colour ops on contiguous slices
+of views sorted by the ops they get, one grouped convolution per axis for blur) or one
+image at a time (:func:`augment_one`, the plain reference
 path: slicing, ``F.interpolate``, ``torch.flip``, a 2-D convolution). Both give the same
 result for the same parameters, which is what the tests check.
 
@@ -373,6 +375,11 @@ def _uniform(
     return low + (high - low) * u
 
 
+def _wide_float(device: torch.device) -> torch.dtype:
+    """float64 for index arithmetic on small tensors, where the device has it (not MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def _sample_crops(
     num: int,
     height: int,
@@ -389,7 +396,8 @@ def _sample_crops(
     first attempt that fits is used, with a uniform position; if none fits, a centre crop
     of the whole image with its aspect ratio clamped to ``ratio``.
     """
-    u = torch.rand((num, _RRC_ATTEMPTS, 4), generator=generator, device=device).double()
+    u = torch.rand((num, _RRC_ATTEMPTS, 4), generator=generator, device=device)
+    u = u.to(_wide_float(device))
     area = float(height * width)
     target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
@@ -413,9 +421,7 @@ def _sample_crops(
         fb_w, fb_h = round(height * ratio[1]), height
     else:
         fb_w, fb_h = width, height
-    fb = torch.tensor(
-        [(height - fb_h) // 2, (width - fb_w) // 2, fb_h, fb_w], dtype=torch.float64, device=device
-    )
+    fb = torch.tensor([(height - fb_h) // 2, (width - fb_w) // 2, fb_h, fb_w], dtype=u.dtype, device=device)
     boxes = torch.stack([top, left, h_sel, w_sel], dim=1)
     boxes = torch.where(fits.any(dim=1, keepdim=True), boxes, fb)
     return boxes.long()
@@ -547,11 +553,8 @@ def _hue_(x: torch.Tensor, shift: torch.Tensor | float) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
     r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    maxc = torch.maximum(r, g)
-    torch.maximum(maxc, b, out=maxc)
-    delta = torch.minimum(r, g)
-    torch.minimum(delta, b, out=delta)
-    torch.sub(maxc, delta, out=delta)
+    minc, maxc = torch.aminmax(x, dim=1)
+    delta = torch.sub(maxc, minc, out=minc)
     # HSV hue in sextants, h in [-1, 5): ((g - b), (b - r) + 2 delta, (r - g) + 4 delta)
     # / delta for a red, green or blue maximum. Where delta = 0 the channels are equal and
     # the numerator is exactly 0, so a tiny floor on the divisor is enough.
@@ -721,7 +724,7 @@ def _norm_stats(
     if len(config.mean) not in (1, channels):
         raise ValueError(
             f"AugmentConfig.mean/std have {len(config.mean)} entries but the images have "
-            f"{channels} channels; give 1 or {channels} values"
+            f"{channels} channel(s); give one value per channel, or a single value for all"
         )
     shape = [1] * ndim
     shape[channel_dim] = len(config.mean)
@@ -739,9 +742,9 @@ def _crop_grid(params: AugmentParams, size: int, device: torch.device) -> torch.
     """
     height, width = params.image_size
     n, k = params.num_images, params.num_views
-    crop = params.crop.to(device=device, dtype=torch.float64)
+    crop = params.crop.to(device=device, dtype=_wide_float(device))
     top, left, h, w = crop.unbind(dim=-1)  # (N, K) each
-    steps = torch.arange(size, dtype=torch.float64, device=device) + 0.5
+    steps = torch.arange(size, dtype=crop.dtype, device=device) + 0.5
     xs = left[..., None] + (steps * (w / size)[..., None] - 0.5).clamp(min=0.0)
     xs = torch.minimum(xs, (left + w - 1.0)[..., None])
     ys = top[..., None] + (steps * (h / size)[..., None] - 0.5).clamp(min=0.0)
@@ -773,10 +776,13 @@ def _apply_subset(
 def apply_params(images: torch.Tensor, params: AugmentParams, config: AugmentConfig) -> torch.Tensor:
     """Apply sampled parameters to a batch: the fast path.
 
-    Crop, resize and flip of all N x K views are one ``grid_sample``. The views are then
-    sorted by which operations they get (jitter order, grayscale, blur, solarize), so that
-    each operation runs in place on a few contiguous slices with per-view factors instead
-    of on gathered copies; the sort is folded into copies the pipeline makes anyway.
+    Crop, resize and flip of all N x K views are one ``grid_sample`` (the K views of an
+    image are stacked along the grid's height, so the input is not repeated). Colour
+    jitter then runs step by step: before each of its four steps the views are sorted by
+    the component they get at that step, so each component runs in place on one
+    contiguous slice with per-view factors. Grayscale, blur and solarize gather the views
+    that get them, transform them and scatter them back. The first sort is folded into the
+    copy from grid_sample's layout and the last one into the copy to the output.
 
     Args:
         images: uint8 ``(N, C, H, W)`` (0-255) or float in [0, 1], C in {1, 3}.
