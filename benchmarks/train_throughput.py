@@ -54,9 +54,7 @@ def per_image_augment(augment: MultiViewAugment, images: torch.Tensor, k: int) -
     )
 
 
-def run(
-    recipe: str, steps: int, warmup: int, alternative: bool, threads: int
-) -> dict[str, float]:
+def run(recipe: str, steps: int, warmup: int, alternative: bool, threads: int) -> dict[str, float]:
     torch.set_num_threads(threads)
     cfg = build_config(recipe, {"progress": False})
     aug = MultiViewAugment(augment_config(cfg))
@@ -104,7 +102,9 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="configs/fashion_mnist.toml", help="recipe to time")
     parser.add_argument("--steps", type=int, default=10, help="timed steps (median per phase)")
     parser.add_argument("--warmup", type=int, default=2)
@@ -118,7 +118,9 @@ def main() -> None:
         rows["svdvals + per-image augmentation"] = run(
             args.config, max(3, args.steps // 3), 1, True, args.threads
         )
-    header = f"{'pipeline':<34}" + "".join(f"{p + ' ms':>16}" for p in PHASES) + f"{'img/s':>9}{'aug+loss':>10}"
+    header = (
+        f"{'pipeline':<34}" + "".join(f"{p + ' ms':>16}" for p in PHASES) + f"{'img/s':>9}{'aug+loss':>10}"
+    )
     print(header)
     print("-" * len(header))
     for name, r in rows.items():
