@@ -36,6 +36,18 @@ def test_knn_separable_clusters_and_selection() -> None:
     assert knn_accuracy(feats[:90], labels[:90], feats[90:], labels[90:], k=5) == 1.0
     sel = select_knn(feats[:90], labels[:90], feats[90:], labels[90:], ks=(1, 5), temperatures=(0.1,))
     assert sel.val_accuracy == 1.0 and len(sel.grid) == 2
+    noisy = feats + torch.randn(120, 8) * 3
+    sel = select_knn(noisy[:90], labels[:90], noisy[90:], labels[90:], ks=(1, 3, 9), temperatures=(0.05, 1.0))
+    for entry in sel.grid:  # the shared neighbour search gives what a fresh search per k gives
+        direct = knn_accuracy(
+            noisy[:90],
+            labels[:90],
+            noisy[90:],
+            labels[90:],
+            k=int(entry["k"]),
+            temperature=entry["temperature"],
+        )
+        assert entry["val_accuracy"] == direct
     with pytest.raises(ValueError, match="queries"):
         knn_scores(feats, labels, torch.randn(2, 3), k=1, temperature=0.1, num_classes=3)
 

@@ -23,6 +23,38 @@ def _check(features: torch.Tensor, labels: torch.Tensor, name: str) -> None:
 
 
 @torch.no_grad()
+def nearest_neighbours(
+    memory: torch.Tensor, queries: torch.Tensor, k: int, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarities and indices ``(Q, k)`` of each query's k nearest memory features."""
+    if queries.ndim != 2 or queries.shape[1] != memory.shape[1]:
+        raise ValueError(f"queries must have shape (Q, {memory.shape[1]}), got {tuple(queries.shape)}")
+    k = min(k, memory.shape[0])
+    mem = F.normalize(memory.float(), dim=1)
+    sims, idxs = [], []
+    for start in range(0, queries.shape[0], chunk):
+        q = F.normalize(queries[start : start + chunk].float(), dim=1)
+        sim, idx = (q @ mem.T).topk(k, dim=1)
+        sims.append(sim)
+        idxs.append(idx)
+    return torch.cat(sims), torch.cat(idxs)
+
+
+def _vote(
+    sims: torch.Tensor,
+    idx: torch.Tensor,
+    memory_labels: torch.Tensor,
+    k: int,
+    temperature: float,
+    num_classes: int,
+) -> torch.Tensor:
+    weights = (sims[:, :k] / temperature).exp()
+    votes = torch.zeros(sims.shape[0], num_classes, device=sims.device)
+    votes.scatter_add_(1, memory_labels[idx[:, :k]], weights)
+    return votes
+
+
+@torch.no_grad()
 def knn_scores(
     memory: torch.Tensor,
     memory_labels: torch.Tensor,
@@ -35,21 +67,10 @@ def knn_scores(
 ) -> torch.Tensor:
     """Class scores ``(Q, num_classes)`` of every query from its k nearest memory features."""
     _check(memory, memory_labels, "memory")
-    if queries.ndim != 2 or queries.shape[1] != memory.shape[1]:
-        raise ValueError(f"queries must have shape (Q, {memory.shape[1]}), got {tuple(queries.shape)}")
     if k < 1 or temperature <= 0:
         raise ValueError(f"need k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
-    k = min(k, memory.shape[0])
-    mem = F.normalize(memory.float(), dim=1)
-    out = []
-    for start in range(0, queries.shape[0], chunk):
-        q = F.normalize(queries[start : start + chunk].float(), dim=1)
-        sim, idx = (q @ mem.T).topk(k, dim=1)
-        weights = (sim / temperature).exp()
-        votes = torch.zeros(q.shape[0], num_classes, device=q.device)
-        votes.scatter_add_(1, memory_labels[idx], weights)
-        out.append(votes)
-    return torch.cat(out)
+    sims, idx = nearest_neighbours(memory, queries, k, chunk)
+    return _vote(sims, idx, memory_labels, k, temperature, num_classes)
 
 
 def knn_accuracy(
@@ -90,13 +111,17 @@ def select_knn(
     num_classes: int | None = None,
 ) -> KNNSelection:
     """Pick (k, temperature) with the best validation accuracy (ties: the first in the grid)."""
+    _check(memory, memory_labels, "memory")
+    _check(val, val_labels, "validation")
+    classes = num_classes or int(max(memory_labels.max(), val_labels.max())) + 1
+    # one neighbour search at the largest k serves every (k, temperature) of the grid
+    sims, idx = nearest_neighbours(memory, val, max(ks))
     grid = []
     best: tuple[float, int, float] | None = None
     for k in ks:
         for t in temperatures:
-            acc = knn_accuracy(
-                memory, memory_labels, val, val_labels, k=k, temperature=t, num_classes=num_classes
-            )
+            predictions = _vote(sims, idx, memory_labels, k, t, classes).argmax(1)
+            acc = float((predictions == val_labels).float().mean())
             grid.append({"k": k, "temperature": t, "val_accuracy": acc})
             if best is None or acc > best[0]:
                 best = (acc, k, t)

@@ -34,6 +34,7 @@ class PretrainConfig:
     # views
     augment: str = "fashion-mnist"  # augmentation preset: fashion-mnist, cifar, stl10, imagenet, digits
     crop_size: int | None = None  # crop size of the views (None: the preset's)
+    crop_scale: list[float] | None = None  # random-resized-crop area range [min, max] (None: the preset's)
     num_views: int = 2  # K, views per image
     # model
     encoder: str = "convnet"  # convnet, resnet18_cifar, resnet50_cifar, resnet18, resnet50
@@ -130,7 +131,8 @@ def coerce(name: str, value: Any) -> Any:
         if origin is list:
             if isinstance(value, str):
                 value = [v for v in value.replace(",", " ").split()] if value.strip() else []
-            return [int(v) for v in value]
+            (item_type,) = typing.get_args(tp)
+            return [item_type(v) for v in value]
         if origin is dict:
             if isinstance(value, str):
                 value = json.loads(value)
@@ -198,6 +200,10 @@ def validate(cfg: PretrainConfig) -> None:
             f"momentum_tau_schedule must be constant or cosine, got {cfg.momentum_tau_schedule}",
         ),
         (cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}"),
+        (
+            cfg.crop_scale is None or (len(cfg.crop_scale) == 2 and 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1),
+            f"crop_scale must be [min, max] with 0 < min <= max <= 1, got {cfg.crop_scale}",
+        ),
         (cfg.max_steps is None or cfg.max_steps >= 1, f"max_steps must be >= 1, got {cfg.max_steps}"),
     ]
     for ok, message in checks:

@@ -14,6 +14,7 @@ gradients), and rank 0 alone writes logs and checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -119,7 +120,10 @@ def load_data(cfg: PretrainConfig) -> Data:
 
 
 def augment_config(cfg: PretrainConfig) -> AugmentConfig:
-    return preset(cfg.augment, crop_size=cfg.crop_size)
+    config = preset(cfg.augment, crop_size=cfg.crop_size)
+    if cfg.crop_scale is not None:
+        config = dataclasses.replace(config, crop_scale=(cfg.crop_scale[0], cfg.crop_scale[1]))
+    return config
 
 
 def build_network(cfg: PretrainConfig, in_channels: int) -> MMCRNetwork:

@@ -1,0 +1,274 @@
+"""The ``mmcr sweep``, ``mmcr fit`` and ``mmcr report`` subcommands.
+
+``mmcr sweep double-descent`` and ``mmcr sweep scaling`` drive many short pretraining runs
+from a sweep file (see :mod:`mmcr.analysis.sweeps`); ``mmcr fit`` fits scaling laws to a
+scaling sweep; ``mmcr report`` redraws a sweep's figures from its stored results. The
+lead's ``mmcr.cli`` calls :func:`register`. Heavy modules are imported when a command runs,
+not when the parser is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+_SWEEP_DESCRIPTION = """\
+Sweeps of short MMCR pretraining runs (Schaeffer et al. 2024, arXiv 2406.09366).
+
+  double-descent   a grid over batch size P and embedding dimension D: where does the
+                   pretraining percent error (PPE) peak, and is it on the ridge P = D
+                   that the theory of ideal embeddings predicts?
+  scaling          one variable at a time (gradient steps, batch size, embedding
+                   dimension, number of views) around a base point, plus an optional
+                   joint grid, with compute counted in FLOPs and sample-views; then
+                   `mmcr fit` fits power laws to it.
+
+Every run writes OUT/runs/<name>/ (config.json, metrics.jsonl, last.pt, train.log,
+result.json) and a line of OUT/results.jsonl. Sweeps are resumable: run the same command
+again and finished runs are skipped, an interrupted run continues from its checkpoint.
+`mmcr report OUT` redraws the figures from the stored results.
+"""
+
+_DD_DESCRIPTION = """\
+Double descent of the MMCR pretraining percent error over batch size P and embedding
+dimension D.
+
+Trains one short run per (P, D, seed) of the sweep file's grid, all with the same budget
+(max_steps and/or epochs), and records for each the train-batch PPE (averaged over the
+last `ppe_last` logged steps) and the PPE of the validation monitor:
+
+    PPE = (sqrt(P min(P, D)) - ||C||_*) / sqrt(P min(P, D))
+
+The PPE is comparable across P and D; the raw loss -||C||_* is not (its optimum
+sqrt(P min(P, D)) grows with P and D), so the analysis uses the PPE. Ideal embeddings
+(aligned, uniform) have a PPE that peaks on the ridge P = D (1 - 8/(3 pi) = 0.151 there);
+the sweep computes that theory on the same grid (Monte Carlo) and reports, for each D,
+the P where the measured PPE peaks and whether it is at or near P = D.
+
+Writes OUT/results.jsonl, OUT/ppe_heatmap.png (theory | measured, ridge P = D drawn),
+OUT/ppe_heatmap_val.png, OUT/ppe_vs_P.png, OUT/ppe_vs_D.png, OUT/summary.json and
+OUT/summary.md, and prints the statement of where the peak lies.
+
+Sweep file (TOML):
+  kind = "double-descent"
+  base_recipe = "configs/fashion_mnist.toml"   # optional; or inline settings in [base]
+  seeds = [0]
+  ppe_last = 5
+  [base]     dataset, augment, encoder, encoder_width, projector_hidden, lr, log_every, ...
+  [budget]   max_steps = 150   (and/or epochs = 1)
+  [grid]     P = [16, 32, 64, 128, 256]   D = [16, 32, 64, 128, 256]
+  [theory]   trials = 32
+Fashion-MNIST absent: the sweep falls back to scikit-learn's digits, with a message.
+"""
+
+_SCALING_DESCRIPTION = """\
+Compute scaling of the MMCR pretraining percent error.
+
+Around a base point (steps S, batch size B, embedding dimension D = projector_dim,
+views K = num_views), sweeps one variable at a time over the values in [axes], plus an
+optional Cartesian [joint] grid. Each run records its final train-batch PPE (the fit
+target: positive and bounded), validation PPE and loss, and its compute:
+
+  FLOPs        = 3 x F x B x K x S   (F: forward FLOPs of one view through encoder and
+                                      projector, 2 per multiply-add of conv and linear
+                                      layers; backward = 2 x forward)
+  sample-views = B x K x S
+
+Writes OUT/results.jsonl, OUT/scaling_axes.png, OUT/ppe_vs_compute.png, OUT/summary.json
+and OUT/summary.md. Then fit the laws with `mmcr fit OUT`.
+
+Sweep file (TOML):
+  kind = "scaling"
+  seeds = [0]
+  [base]    dataset, encoder, encoder_width, lr, log_every, ...
+  [point]   steps = 100  batch_size = 64  projector_dim = 64  num_views = 2
+  [axes]    steps = [25, 50, 100, 200]  batch_size = [...]  projector_dim = [...]  num_views = [...]
+  [joint]   steps = [50, 100, 200]  batch_size = [32, 64, 128]      # optional
+"""
+
+_SWEEP_EPILOG = """\
+examples:
+  mmcr sweep {kind} --config configs/sweeps/{file}.toml --out runs/{out} --dry-run
+  mmcr sweep {kind} --config configs/sweeps/{file}.toml --out runs/{out}
+  nohup mmcr sweep {kind} --config configs/sweeps/{file}.toml --out runs/{out} > {out}.log 2>&1 &
+  mmcr report runs/{out}
+"""
+
+_FIT_DESCRIPTION = """\
+Fit scaling laws to a scaling sweep (mmcr sweep scaling).
+
+  * target vs compute, over every run:   L(C) = E + A C^-alpha
+  * the same law fitted without the largest-compute runs (--holdout-frac), and its
+    relative error in predicting them (does the law extrapolate?)
+  * target vs each variable along its axis (the others at the base point)
+  * the joint law over the variables that vary (steps, batch size, embedding
+    dimension, views):   L = E + sum_i A_i x_i^-alpha_i
+
+Fits are robust (Huber loss on log residuals, several starts, L-BFGS-B) with
+percentile-bootstrap confidence intervals. The target must be positive: the train-batch
+PPE (default) or the validation PPE; the raw loss -||C||_* is negative and cannot be
+fitted. Writes SWEEP_DIR/fit.json, fit.md and fit_*.png, holdout_*.png, joint_parity.png
+(measured points, fitted curve, extrapolation band); `mmcr report` redraws them.
+"""
+
+_REPORT_DESCRIPTION = """\
+Redraw every figure and the summary of a sweep from its stored results alone (no
+training): OUT/sweep.json says whether it is a double-descent or a scaling sweep, and
+OUT/results.jsonl holds one line per finished run. For a double-descent sweep: the
+heatmaps (theory | measured, ridge P = D), PPE vs P and vs D, summary.json/.md with the
+peak statement. For a scaling sweep: PPE along each axis and against compute, and, if
+`mmcr fit` has run, its fit figures from fit.json.
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add ``sweep`` (double-descent, scaling), ``fit`` and ``report`` to argparse subparsers.
+
+    Every parser added sets ``func``, a callable(args) -> exit code, with set_defaults.
+    """
+    raw = argparse.RawDescriptionHelpFormatter
+    sweep = subparsers.add_parser(
+        "sweep",
+        help="sweeps of short runs: double descent over (P, D), compute scaling",
+        description=_SWEEP_DESCRIPTION,
+        formatter_class=raw,
+    )
+    sweep_sub = sweep.add_subparsers(dest="sweep_command", metavar="SWEEP")
+
+    def show_sweep_help(args: argparse.Namespace) -> int:
+        sweep.print_help()
+        return 0
+
+    sweep.set_defaults(func=show_sweep_help)
+    for kind, help_text, description, file, out in (
+        (
+            "double-descent",
+            "grid over batch size P and embedding dimension D: where does the PPE peak?",
+            _DD_DESCRIPTION,
+            "double_descent",
+            "dd",
+        ),
+        (
+            "scaling",
+            "steps, batch size, embedding dimension, views around a base point, with FLOPs",
+            _SCALING_DESCRIPTION,
+            "scaling",
+            "scaling",
+        ),
+    ):
+        p = sweep_sub.add_parser(
+            kind,
+            help=help_text,
+            description=description,
+            epilog=_SWEEP_EPILOG.format(kind=kind, file=file, out=out),
+            formatter_class=raw,
+        )
+        p.add_argument("--config", required=True, metavar="FILE", help="the sweep file (TOML)")
+        p.add_argument(
+            "--out",
+            default=None,
+            metavar="DIR",
+            help=f"sweep directory (default: the file's `out`, else runs/{out})",
+        )
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="list the runs and whether each is done, partial or to train; train nothing",
+        )
+        p.add_argument(
+            "--max-runs",
+            type=int,
+            default=None,
+            metavar="N",
+            help="train at most N new runs now, then draw the report (run again to go on)",
+        )
+        p.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show pretrain's own output (else it goes to OUT/runs/<name>/train.log); "
+            "its progress bar shows when [base] sets progress = true",
+        )
+        p.set_defaults(func=_run_sweep, sweep_kind=kind, default_out=f"runs/{out}")
+
+    fit = subparsers.add_parser(
+        "fit",
+        help="fit scaling laws L = E + A C^-alpha (and the joint form) to a scaling sweep",
+        description=_FIT_DESCRIPTION,
+        epilog=(
+            "examples:\n  mmcr fit runs/scaling\n"
+            "  mmcr fit runs/scaling --compute sample_views --target val_ppe"
+        ),
+        formatter_class=raw,
+    )
+    fit.add_argument("sweep_dir", metavar="SWEEP_DIR", type=Path, help="directory of a scaling sweep")
+    fit.add_argument(
+        "--target",
+        choices=("ppe", "val_ppe"),
+        default="ppe",
+        help="quantity fitted: train-batch PPE (default) or validation PPE",
+    )
+    fit.add_argument(
+        "--compute",
+        choices=("flops", "sample_views"),
+        default="flops",
+        help="compute axis: FLOPs of forward+backward (default) or sample-views B x K x S",
+    )
+    fit.add_argument(
+        "--bootstrap",
+        type=int,
+        default=200,
+        metavar="N",
+        help="bootstrap resamples for the CIs (default: 200)",
+    )
+    fit.add_argument(
+        "--holdout-frac",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="share of the largest-compute runs held out to test extrapolation (default: 0.2)",
+    )
+    fit.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
+    fit.set_defaults(func=_run_fit)
+
+    report = subparsers.add_parser(
+        "report",
+        help="redraw a sweep's figures and summary from its stored results (no training)",
+        description=_REPORT_DESCRIPTION,
+        epilog="examples:\n  mmcr report runs/dd\n  mmcr report runs/scaling",
+        formatter_class=raw,
+    )
+    report.add_argument("sweep_dir", metavar="SWEEP_DIR", type=Path, help="directory of a sweep")
+    report.set_defaults(func=_run_report)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from mmcr.analysis.sweeps import load_sweep, run_sweep
+
+    spec = load_sweep(args.config, kind=args.sweep_kind)
+    out = args.out or spec.out or args.default_out
+    run_sweep(spec, out, dry_run=args.dry_run, max_runs=args.max_runs, verbose=args.verbose)
+    return 0
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from mmcr.analysis.sweeps import fit_sweep
+
+    fit_sweep(
+        args.sweep_dir,
+        target=args.target,
+        compute=args.compute,
+        bootstrap=args.bootstrap,
+        holdout_frac=args.holdout_frac,
+        seed=args.seed,
+    )
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from mmcr.analysis.sweeps import report_sweep
+
+    report_sweep(args.sweep_dir)
+    return 0
