@@ -191,3 +191,12 @@ def test_convert_sync_batchnorm_replaces_every_batchnorm() -> None:
     )
     assert _count(encoder, nn.BatchNorm2d) == 0
     assert encoder.feature_dim == 64
+
+
+def test_convnet_pool_size_keeps_a_spatial_grid() -> None:
+    encoder = build_encoder("convnet", in_channels=1, width=8, pool_size=2)
+    assert encoder.feature_dim == 8 * 8 * 4
+    out = encoder(torch.randn(3, 1, 28, 28))
+    assert out.shape == (3, 256)
+    with pytest.raises(ValueError, match="pool_size"):
+        build_encoder("convnet", pool_size=0)

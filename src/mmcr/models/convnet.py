@@ -39,9 +39,12 @@ class ConvNet(nn.Module):
         convs_per_stage: conv-BN-ReLU blocks per stage (1 is the fast default).
         downsample: ``"stride"`` (the first convolution of stages 2-4 has stride 2) or
             ``"pool"`` (a 2 x 2 max-pool, ceil mode, after stages 1-3).
+        pool_size: the final average pool's output grid: 1 (global average pooling) or
+            g > 1, which keeps a coarse g x g spatial layout (flattened) in the features,
+            useful for small centred images such as Fashion-MNIST.
 
     Input ``(N, in_channels, H, W)`` float images; output ``(N, feature_dim)`` features
-    with ``feature_dim = 8 * width``.
+    with ``feature_dim = 8 * width * pool_size**2``.
     """
 
     feature_dim: int
@@ -52,6 +55,7 @@ class ConvNet(nn.Module):
         width: int = 32,
         convs_per_stage: int = 1,
         downsample: str = "stride",
+        pool_size: int = 1,
     ) -> None:
         super().__init__()
         if in_channels < 1:
@@ -64,6 +68,8 @@ class ConvNet(nn.Module):
             raise ValueError(
                 f"downsample must be one of {', '.join(DOWNSAMPLE_MODES)}, got {downsample!r}."
             )
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be a positive integer, got {pool_size}.")
         widths = [width, 2 * width, 4 * width, 8 * width]
         layers: list[nn.Module] = []
         channels = in_channels
@@ -75,8 +81,8 @@ class ConvNet(nn.Module):
                 layers.extend(_conv_bn_relu(channels, out_channels, stride))
                 channels = out_channels
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.feature_dim = widths[-1]
+        self.pool = nn.AdaptiveAvgPool2d(pool_size)
+        self.feature_dim = widths[-1] * pool_size * pool_size
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -40,6 +40,7 @@ class PretrainConfig:
     encoder: str = "convnet"  # convnet, resnet18_cifar, resnet50_cifar, resnet18, resnet50
     encoder_width: int | None = None  # base width of the convnet (None: its default)
     maxpool: bool | None = None  # ImageNet ResNets: keep the stem max-pool (None: the encoder's default)
+    encoder_args: dict[str, Any] = field(default_factory=dict)  # extra encoder options, e.g. {pool_size = 2}
     projector_hidden: list[int] = field(default_factory=lambda: [512])  # hidden widths (BN + ReLU)
     projector_dim: int = 128  # D, the projector output (embedding) dimension
     sync_batchnorm: bool = False  # convert batch norms to SyncBatchNorm under torch.distributed
@@ -201,7 +202,8 @@ def validate(cfg: PretrainConfig) -> None:
         ),
         (cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}"),
         (
-            cfg.crop_scale is None or (len(cfg.crop_scale) == 2 and 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1),
+            cfg.crop_scale is None
+            or (len(cfg.crop_scale) == 2 and 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1),
             f"crop_scale must be [min, max] with 0 < min <= max <= 1, got {cfg.crop_scale}",
         ),
         (cfg.max_steps is None or cfg.max_steps >= 1, f"max_steps must be >= 1, got {cfg.max_steps}"),

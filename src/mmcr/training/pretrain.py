@@ -127,7 +127,7 @@ def augment_config(cfg: PretrainConfig) -> AugmentConfig:
 
 
 def build_network(cfg: PretrainConfig, in_channels: int) -> MMCRNetwork:
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(cfg.encoder_args)
     if cfg.encoder_width is not None:
         kwargs["width"] = cfg.encoder_width
     if cfg.maxpool is not None:
