@@ -10,6 +10,13 @@ parameter draws and the uint8 -> float conversion; the figure is the median of
 ``--repeats`` runs after one warm-up run.
 
     PYTHONPATH=src python benchmarks/augment_speed.py --json /tmp/augment_speed.json
+
+On a machine whose cores are shared with other busy processes, OpenMP's default
+spin-waiting makes every multi-threaded kernel wait for a descheduled worker thread, which
+slows the batched paths (many kernels) far more than the per-image loop (tiny,
+single-threaded kernels). ``OMP_WAIT_POLICY=PASSIVE`` in the environment, or
+``--threads 1``, avoids it; the JSON records the policy, the load average and the CPU
+time next to the wall-clock time.
 """
 
 from __future__ import annotations
@@ -60,7 +67,9 @@ def _per_image_loop(augment: MultiViewAugment, images: torch.Tensor) -> Callable
     def run() -> torch.Tensor:
         params = augment.sample_params(images, NUM_VIEWS, generator)
         views = [
-            torch.stack([augment_one(images[n], params, augment.config, (n, k)) for k in range(NUM_VIEWS)])
+            torch.stack(
+                [augment_one(images[n], params, augment.config, (n, k)) for k in range(NUM_VIEWS)]
+            )
             for n in range(images.shape[0])
         ]
         return torch.stack(views)
@@ -153,8 +162,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         same = [r for r in rows if r["batch_images"] == row["batch_images"]]
         loop = next((r for r in same if r["method"].startswith("per-image")), None)
         kornia = next((r for r in same if "kornia" in r["method"]), None)
-        row["speedup_vs_loop"] = row["images_per_second"] / loop["images_per_second"] if loop else None
-        row["speedup_vs_kornia"] = row["images_per_second"] / kornia["images_per_second"] if kornia else None
+        row["speedup_vs_loop"] = (
+            row["images_per_second"] / loop["images_per_second"] if loop else None
+        )
+        row["speedup_vs_kornia"] = (
+            row["images_per_second"] / kornia["images_per_second"] if kornia else None
+        )
         vs_loop = f"{row['speedup_vs_loop']:.1f}x" if loop else "-"
         vs_kornia = f"{row['speedup_vs_kornia']:.2f}x" if kornia else "-"
         print(

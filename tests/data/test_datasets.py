@@ -139,7 +139,9 @@ def test_fashion_mnist_from_env_subfolder(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(load_dataset("fashion-mnist", "test")) == 2
 
 
-def test_fashion_mnist_data_dir_comes_before_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fashion_mnist_data_dir_comes_before_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_fashion(tmp_path / "first", 3, 3, gz=False)
     write_fashion(tmp_path / "second", 4, 4, gz=False)
     monkeypatch.setenv("MMCR_DATA_DIR", str(tmp_path / "second"))
@@ -214,7 +216,9 @@ def test_digits_splits() -> None:
     rows = lambda imgs, labels: sorted(  # noqa: E731
         bytes(i) + bytes([int(t)]) for i, t in zip(imgs, labels, strict=True)
     )
-    together = np.concatenate([train.images.reshape(-1, 64).numpy(), test.images.reshape(-1, 64).numpy()])
+    together = np.concatenate(
+        [train.images.reshape(-1, 64).numpy(), test.images.reshape(-1, 64).numpy()]
+    )
     labels = np.concatenate([train.labels.numpy(), test.labels.numpy()])
     assert rows(together, labels) == rows(expected, full.target)
     # Deterministic.
@@ -309,11 +313,18 @@ def test_cifar100_reader(tmp_path: Path) -> None:
     images = cifar_images(4, 3)
     dump(
         folder / "train",
-        {b"data": images.reshape(4, -1), b"fine_labels": [0, 99, 5, 42], b"coarse_labels": [0, 19, 1, 2]},
+        {
+            b"data": images.reshape(4, -1),
+            b"fine_labels": [0, 99, 5, 42],
+            b"coarse_labels": [0, 19, 1, 2],
+        },
     )
     dump(
         folder / "meta",
-        {b"fine_label_names": [f"c{i}".encode() for i in range(100)], b"coarse_label_names": [b"x"] * 20},
+        {
+            b"fine_label_names": [f"c{i}".encode() for i in range(100)],
+            b"coarse_label_names": [b"x"] * 20,
+        },
     )
     data = load_dataset("cifar100", "train", tmp_path)
     assert data.num_classes == 100 and data.labels.tolist() == [0, 99, 5, 42]
@@ -390,7 +401,9 @@ def write_stl10(root: Path) -> dict[str, np.ndarray]:
             (folder / f"{split}_y.bin").write_bytes(labels.tobytes())
             out[split + "_labels"] = labels
     (folder / "class_names.txt").write_text(
-        "\n".join(["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"])
+        "\n".join(
+            ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+        )
         + "\n"
     )
     return out
@@ -561,7 +574,9 @@ def test_image_dataset_subset_and_validation() -> None:
     with pytest.raises(ValueError, match="uint8"):
         ImageDataset(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long), 2, "x")
     with pytest.raises(ValueError, match="labels"):
-        ImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), 2, "x")
+        ImageDataset(
+            torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), 2, "x"
+        )
 
 
 # --------------------------------------------------------------------------------------

@@ -170,7 +170,9 @@ def test_views_differ_across_samples_and_views() -> None:
     flat = out.reshape(24, -1)
     distinct = {tuple(row.tolist()) for row in flat}
     assert len(distinct) == 24  # every (sample, view) got its own parameters
-    params = sample_params(preset("cifar"), 8, 3, (32, 32), generator=torch.Generator().manual_seed(0))
+    params = sample_params(
+        preset("cifar"), 8, 3, (32, 32), generator=torch.Generator().manual_seed(0)
+    )
     assert len({tuple(b) for b in params.crop.reshape(-1, 4).tolist()}) > 20
     assert len({tuple(o) for o in params.jitter_order.reshape(-1, 4).tolist()}) > 5
 
@@ -297,7 +299,9 @@ def test_saturation_blends_with_grayscale() -> None:
     out = adjust_saturation(x, factors)
     for i, f in enumerate(factors.tolist()):
         gray = 0.299 * x[i, 0] + 0.587 * x[i, 1] + 0.114 * x[i, 2]
-        torch.testing.assert_close(out[i], (f * x[i] + (1 - f) * gray).clamp(0, 1), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            out[i], (f * x[i] + (1 - f) * gray).clamp(0, 1), atol=1e-6, rtol=0
+        )
 
 
 @pytest.mark.parametrize("shift", [0.0, 0.05, -0.1, 0.25, -0.5, 0.5])
@@ -351,12 +355,16 @@ def test_blur_in_pipeline() -> None:
     x = images(2, 3, 16, 16)
     config = replace(PLAIN, crop_size=16, blur_p=1.0, blur_kernel=7)
     sigma = torch.tensor([[0.5], [1.7]])
-    params = explicit_params(2, 1, (16, 16), blur=torch.ones(2, 1, dtype=torch.bool), blur_sigma=sigma)
+    params = explicit_params(
+        2, 1, (16, 16), blur=torch.ones(2, 1, dtype=torch.bool), blur_sigma=sigma
+    )
     out = apply_params(x, params, config)
     for i in range(2):
         kernel = gaussian_kernel_2d(sigma[i, 0].item(), 7).expand(3, 1, 7, 7)
         padded = F.pad(x[i : i + 1].float() / 255, (3, 3, 3, 3), mode="reflect")
-        torch.testing.assert_close(out[i, 0], F.conv2d(padded, kernel, groups=3)[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            out[i, 0], F.conv2d(padded, kernel, groups=3)[0], atol=1e-5, rtol=0
+        )
 
 
 def test_solarize_inverts_above_threshold() -> None:
@@ -410,7 +418,9 @@ def test_batched_matches_per_image(
         config = replace(config, solarize_p=(0.5, 0.5))
     x = images(*shape, seed=3)
     num_views = 4
-    params = sample_params(config, shape[0], num_views, shape[2:], generator=torch.Generator().manual_seed(9))
+    params = sample_params(
+        config, shape[0], num_views, shape[2:], generator=torch.Generator().manual_seed(9)
+    )
     batched = apply_params(x, params, config)
     for n in range(shape[0]):
         for k in range(num_views):
@@ -443,7 +453,12 @@ def test_presets() -> None:
     assert preset("fashion-mnist").crop_size == 28 and preset("fashion-mnist").mean == (0.2860,)
     assert preset("digits").crop_size == 8 and preset("digits").flip_p == 0.0
     cifar = preset("cifar")
-    assert (cifar.crop_size, cifar.crop_scale, cifar.jitter_p, cifar.gray_p) == (32, (0.08, 1.0), 0.8, 0.2)
+    assert (cifar.crop_size, cifar.crop_scale, cifar.jitter_p, cifar.gray_p) == (
+        32,
+        (0.08, 1.0),
+        0.8,
+        0.2,
+    )
     assert (cifar.brightness, cifar.contrast, cifar.saturation, cifar.hue) == (0.4, 0.4, 0.4, 0.1)
     stl = preset("stl10")
     assert stl.crop_size == 64 and stl.crop_scale == (0.2, 1.0)
@@ -455,3 +470,32 @@ def test_presets() -> None:
     with pytest.raises(ValueError, match="unknown augmentation preset"):
         preset("mnist-ish")
     assert isinstance(preset("cifar").to_dict()["mean"], list)
+
+
+def test_workspace_reuse_keeps_results_independent() -> None:
+    """On CPU the module reuses scratch memory across calls; outputs must not share it."""
+    augment = MultiViewAugment(preset("cifar"))
+    big, small = images(8, 3, 32, 32, seed=1), images(3, 3, 40, 36, seed=2)
+    first = augment(big, 3, torch.Generator().manual_seed(0))
+    kept = first.clone()
+    second = augment(small, 2, torch.Generator().manual_seed(1))
+    third = augment(big, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(first, kept) and torch.equal(first, third)
+    params = sample_params(
+        augment.config, 3, 2, (40, 36), generator=torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(second, apply_params(small, params, augment.config))
+    augment.clear_workspace()
+    assert torch.equal(augment(big, 3, torch.Generator().manual_seed(0)), first)
+
+
+def test_module_pickles_and_has_no_state() -> None:
+    import copy
+    import pickle
+
+    augment = MultiViewAugment(preset("fashion-mnist"))
+    x = images(2, 1, 28, 28)
+    out = augment(x, 2, torch.Generator().manual_seed(0))
+    for other in (pickle.loads(pickle.dumps(augment)), copy.deepcopy(augment)):
+        assert torch.equal(other(x, 2, torch.Generator().manual_seed(0)), out)
+    assert augment.state_dict() == {}

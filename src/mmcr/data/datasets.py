@@ -74,7 +74,9 @@ _IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
 )
 # Folder names that mark the "root/<split>/<class>" layout of an image folder.
-_SPLIT_FOLDER_NAMES = frozenset({"train", "val", "valid", "validation", "test", "unlabeled", "unlabelled"})
+_SPLIT_FOLDER_NAMES = frozenset(
+    {"train", "val", "valid", "validation", "test", "unlabeled", "unlabelled"}
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -135,7 +137,9 @@ class ImageDataset:
         """Return a new data set holding the images at ``indices`` (a 1-D index tensor or list)."""
         index = torch.as_tensor(indices, dtype=torch.long)
         if index.ndim != 1:
-            raise ValueError(f"subset expects a 1-D tensor of indices, got shape {tuple(index.shape)}")
+            raise ValueError(
+                f"subset expects a 1-D tensor of indices, got shape {tuple(index.shape)}"
+            )
         return ImageDataset(
             images=self.images[index],
             labels=self.labels[index],
@@ -401,7 +405,9 @@ def _read_maybe_gzip(path: Path) -> bytes:
         try:
             return gzip.decompress(raw)
         except (OSError, EOFError, gzip.BadGzipFile) as err:
-            raise ValueError(f"{path} is not a readable gzip file ({err}); it may be truncated") from err
+            raise ValueError(
+                f"{path} is not a readable gzip file ({err}); it may be truncated"
+            ) from err
     return raw
 
 
@@ -479,10 +485,13 @@ def _load_fashion_mnist(split: str, data_dir: str | Path | None) -> ImageDataset
             )
         if labels.shape[0] != images.shape[0]:
             raise ValueError(
-                f"{image_path} holds {images.shape[0]} images but {label_path} holds {labels.shape[0]} labels"
+                f"{image_path} holds {images.shape[0]} images but {label_path} holds "
+                f"{labels.shape[0]} labels"
             )
         if labels.size and int(labels.max()) >= 10:
-            raise ValueError(f"{label_path} holds label {int(labels.max())}; Fashion-MNIST labels are 0-9")
+            raise ValueError(
+                f"{label_path} holds label {int(labels.max())}; Fashion-MNIST labels are 0-9"
+            )
         return ImageDataset(
             images=torch.from_numpy(images).unsqueeze(1).contiguous(),
             labels=torch.from_numpy(labels.astype(np.int64)),
@@ -579,7 +588,9 @@ def _load_pickle(path: Path) -> dict[Any, Any]:
         with path.open("rb") as handle:
             obj = _NumpyOnlyUnpickler(handle, encoding="bytes").load()
     except Exception as err:  # any failure to unpickle means a corrupt or foreign file
-        raise ValueError(f"{path} is not a valid CIFAR python pickle ({type(err).__name__}: {err})") from err
+        raise ValueError(
+            f"{path} is not a valid CIFAR python pickle ({type(err).__name__}: {err})"
+        ) from err
     if not isinstance(obj, dict):
         raise ValueError(f"{path} should hold a dict, got {type(obj).__name__}")
     return obj
@@ -589,7 +600,9 @@ def _get(d: dict[Any, Any], key: str, path: Path) -> Any:
     for k in (key.encode(), key):
         if k in d:
             return d[k]
-    raise ValueError(f"{path} has no {key!r} entry (keys: {sorted(str(k) for k in d)}); is it a CIFAR file?")
+    raise ValueError(
+        f"{path} has no {key!r} entry (keys: {sorted(str(k) for k in d)}); is it a CIFAR file?"
+    )
 
 
 def _decode_names(names: Sequence[Any]) -> list[str]:
@@ -623,7 +636,9 @@ def _load_cifar(key: str, split: str, data_dir: str | Path | None) -> ImageDatas
                     f"{data.dtype} and shape {data.shape}"
                 )
             if batch_labels.shape != (data.shape[0],):
-                raise ValueError(f"{path}: {data.shape[0]} images but labels of shape {batch_labels.shape}")
+                raise ValueError(
+                    f"{path}: {data.shape[0]} images but labels of shape {batch_labels.shape}"
+                )
             if batch_labels.size and (
                 batch_labels.min() < 0 or batch_labels.max() >= int(info.num_classes or 0)
             ):
@@ -693,10 +708,13 @@ def _load_stl10(split: str, data_dir: str | Path | None) -> ImageDataset:
                 y = np.fromfile(label_path, dtype=np.uint8).astype(np.int64)
                 if y.shape[0] != x.shape[0]:
                     raise ValueError(
-                        f"{label_path} holds {y.shape[0]} labels but {part}_X.bin holds {x.shape[0]} images"
+                        f"{label_path} holds {y.shape[0]} labels but {part}_X.bin holds "
+                        f"{x.shape[0]} images"
                     )
                 if y.size and (y.min() < 1 or y.max() > 10):
-                    raise ValueError(f"{label_path}: STL-10 labels are 1-10, got [{y.min()}, {y.max()}]")
+                    raise ValueError(
+                        f"{label_path}: STL-10 labels are 1-10, got [{y.min()}, {y.max()}]"
+                    )
                 y = y - 1
             images.append(x)
             labels.append(y)
@@ -776,7 +794,9 @@ def _load_imagefolder(root: Path, split: str, image_size: int) -> ImageDataset:
         class_root = root
         class_names = [d.name for d in subdirs]
     if not class_names:
-        raise FileNotFoundError(f"no class folders in {class_root}; expected {class_root}/<class>/*.png|jpg")
+        raise FileNotFoundError(
+            f"no class folders in {class_root}; expected {class_root}/<class>/*.png|jpg"
+        )
     files: list[Path] = []
     labels: list[int] = []
     for label, class_name in enumerate(class_names):
