@@ -33,11 +33,11 @@ IMAGENET = ("imagenet100", "imagenet1k", "imagenet1k_4views", "imagenet1k_8views
 # Smoke-test sizes, measured on this project's 2 shared CPU cores. The encoders keep their full
 # architecture (ResNet-50 at base width 64, stem, max-pool); the projector is narrowed, the batch
 # is 4 images and K <= 4. The ImageNet recipes crop 64 px views from 72 px images instead of 224
-# from 256: at 224 px one recipe took 15 s (2 views) to 33 s (8 views, 4 in the smoke test) for
-# its two steps, against 8 s at 64 px; the crop size is a number, not a code path (same random
-# resized crop, blur, solarize, 7x7 stride-2 stem and max-pool). One intra-op thread: with two,
-# on a machine whose cores are shared, the same two steps took 5-10x longer (OpenMP barriers
-# waiting for a descheduled thread); the thread count is restored after each test.
+# from 256: at 224 px one recipe took 13 s (2 views) to 20 s (8 views, 4 in the smoke test) for
+# its two steps, against 5 s at 64 px, four times over; the crop size is a number, not a code
+# path (same random resized crop, blur, solarize, 7x7 stride-2 stem and max-pool). One thread:
+# with two intra-op threads on a machine whose cores are shared, the same two steps took 5-10x
+# longer (OpenMP barriers waiting for a descheduled thread); the count is restored afterwards.
 SMOKE_IMAGENET_SIZES = {"image_size": 72, "crop_size": 64}
 SMOKE_THREADS = 1
 NARROW_RESNET_WIDTH = 8  # only for the quick stem / max-pool check below
@@ -125,9 +125,20 @@ def test_cifar_and_stl_recipes_match_the_reference(name: str) -> None:
         assert (aug.jitter_p, aug.gray_p) == (0.8, 0.2)
 
 
+@pytest.fixture
+def restore_threads() -> Iterator[None]:
+    """``cfg.threads`` calls ``torch.set_num_threads``: give the next tests their count back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize(("name", "maxpool"), [("cifar10", False), ("cifar100", False), ("stl10", True)])
-def test_stl10_keeps_the_max_pool_behind_the_cifar_stem(name: str, maxpool: bool) -> None:
+def test_stl10_keeps_the_max_pool_behind_the_cifar_stem(
+    name: str, maxpool: bool, restore_threads: None
+) -> None:
     """config.maxpool reaches the ResNet: STL-10 = CIFAR 3x3 stride-1 stem + max-pool."""
+    torch.set_num_threads(SMOKE_THREADS)
     cfg = build_config(CONFIGS / f"{name}.toml", {"encoder_width": NARROW_RESNET_WIDTH})
     encoder = build_network(cfg, in_channels=3).encoder
     conv1 = encoder.conv1
@@ -159,14 +170,6 @@ def test_imagenet_recipes_match_the_reference(name: str) -> None:
     assert aug.crop_size == 224
     assert aug.view_probabilities("blur_p") == (1.0, 0.1)
     assert aug.view_probabilities("solarize_p") == (0.0, 0.2)
-
-
-@pytest.fixture
-def restore_threads() -> Iterator[None]:
-    """``cfg.threads`` calls ``torch.set_num_threads``: give the next tests their count back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("path", smoke_params())

@@ -290,7 +290,12 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
     if cfg.channels_last:
         network = to_channels_last(network)  # type: ignore[assignment]
     if distributed and cfg.sync_batchnorm:
-        network = convert_sync_batchnorm(network)  # type: ignore[assignment]
+        if device.type == "cpu":
+            # torch's SyncBatchNorm runs on GPUs only; say so rather than fail mid-step
+            if rank == 0:
+                print("sync_batchnorm ignored on CPU: each process normalises its own batch", file=sys.stderr)
+        else:
+            network = convert_sync_batchnorm(network)  # type: ignore[assignment]
     momentum_net = MomentumEncoder(network) if cfg.momentum_encoder else None
     loss_fn = build_loss(cfg).to(device)
     optimizer = build_optimizer(
