@@ -119,3 +119,14 @@ def test_cli_help_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "/nonexistent/last.pt"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["pretrain", "--epochs", "0", "--dataset", "digits"]) == 2
+
+
+def test_linear_probe_warm_start_reaches_the_same_optimum() -> None:
+    torch.manual_seed(1)
+    x = torch.randn(300, 6) * torch.tensor([1.0, 5.0, 0.1, 2.0, 1.0, 3.0]) + 2.0
+    y = (x[:, :3] @ torch.randn(3, 3)).argmax(1)
+    other = fit_linear_probe(x[:150] * 2 + 1, y[:150], 3, weight_decay=1.0)  # another standardisation
+    cold = fit_linear_probe(x, y, 3, weight_decay=1e-2)
+    warm = fit_linear_probe(x, y, 3, weight_decay=1e-2, init=other)
+    # logits are defined up to a shared constant per sample (the bias is not regularised)
+    assert torch.allclose(cold.logits(x).softmax(1), warm.logits(x).softmax(1), atol=1e-3)

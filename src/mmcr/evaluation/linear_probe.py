@@ -39,8 +39,13 @@ def fit_linear_probe(
     *,
     weight_decay: float,
     max_iter: int = 200,
+    init: LinearProbe | None = None,
 ) -> LinearProbe:
-    """Fit ``softmax(W x + b)`` minimising cross-entropy + ``weight_decay/2 ||W||^2`` by L-BFGS."""
+    """Fit ``softmax(W x + b)`` minimising cross-entropy + ``weight_decay/2 ||W||^2`` by L-BFGS.
+
+    ``init`` (a probe fitted on the same features, e.g. with another L2 weight) is a warm
+    start; the problem is convex, so it changes the cost, not the optimum.
+    """
     if x.ndim != 2 or y.shape != (x.shape[0],):
         raise ValueError(f"need features (N, F) and labels (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
@@ -49,10 +54,22 @@ def fit_linear_probe(
     mean = x.mean(0)
     std = x.std(0).clamp_min(1e-6)
     xs = (x - mean) / std
-    weight = torch.zeros(num_classes, x.shape[1], requires_grad=True)
-    bias = torch.zeros(num_classes, requires_grad=True)
+    if init is not None:
+        # express the warm start in this standardisation: W' = W diag(std / std_init) ...
+        scale = std / init.std
+        w0 = init.weight * scale
+        b0 = init.bias + init.weight @ ((mean - init.mean) / init.std)
+    else:
+        w0, b0 = torch.zeros(num_classes, x.shape[1]), torch.zeros(num_classes)
+    weight = w0.clone().requires_grad_(True)
+    bias = b0.clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS(
-        [weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, line_search_fn="strong_wolfe"
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=1e-5,
+        tolerance_change=1e-10,
+        line_search_fn="strong_wolfe",
     )
 
     def closure() -> torch.Tensor:
@@ -84,20 +101,25 @@ def evaluate_linear_probe(
 ) -> ProbeResult:
     """Choose the L2 weight on ``val``, refit on train + val, report accuracy on ``test``."""
     grid = []
-    best: tuple[float, float] | None = None
-    for wd in weight_decays:
-        probe = fit_linear_probe(*train, num_classes, weight_decay=wd, max_iter=max_iter)
+    best: tuple[float, float, LinearProbe] | None = None
+    previous: LinearProbe | None = None
+    # strongest L2 first: each fit warm-starts the next, weaker one
+    for wd in sorted(weight_decays, reverse=True):
+        probe = fit_linear_probe(*train, num_classes, weight_decay=wd, max_iter=max_iter, init=previous)
+        previous = probe
         acc = probe.accuracy(*val)
         grid.append({"weight_decay": wd, "val_accuracy": acc})
         if best is None or acc > best[0]:
-            best = (acc, wd)
+            best = (acc, wd, probe)
     assert best is not None
+    grid.sort(key=lambda g: g["weight_decay"])
     final = fit_linear_probe(
         torch.cat([train[0], val[0]]),
         torch.cat([train[1], val[1]]),
         num_classes,
         weight_decay=best[1],
         max_iter=max_iter,
+        init=best[2],
     )
     return ProbeResult(
         weight_decay=best[1], val_accuracy=best[0], test_accuracy=final.accuracy(*test), grid=grid
