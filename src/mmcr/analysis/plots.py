@@ -142,6 +142,10 @@ def _heatmap_panel(
     p_edges, d_edges = _log_edges(Ps), _log_edges(Ds)
     ax.set_xlim(float(p_edges[0]), float(p_edges[-1]))
     ax.set_ylim(float(d_edges[0]), float(d_edges[-1]))
+    # one plain label per grid value; log-axis minor labels would overlap them
+    ax.set_xticks([float(p) for p in Ps], [f"{int(p)}" if float(p).is_integer() else f"{p:g}" for p in Ps])
+    ax.set_yticks([float(d) for d in Ds], [f"{int(d)}" if float(d).is_integer() else f"{d:g}" for d in Ds])
+    ax.minorticks_off()
     ax.set_xlabel("batch size P")
     ax.set_ylabel("embedding dimension D")
     ax.set_title(title, fontsize=9)

@@ -43,8 +43,11 @@ Sweep files are TOML. Common keys::
     [base]                             # PretrainConfig fields, over the recipe
     [budget]                           # double descent only: max_steps and/or epochs
 
-Double descent: ``[grid] P = [...], D = [...]`` and ``[theory] trials, seed`` (Monte Carlo
-of :func:`~mmcr.analysis.theory.ppe_grid`). Scaling: ``[point]`` (the base point: steps,
+Double descent: ``[grid] P = [...], D = [...]``, ``[theory] trials, seed`` (Monte Carlo
+of :func:`~mmcr.analysis.theory.ppe_grid`) and ``control_init = true`` (also measure the
+PPE of each cell's network at initialisation, on the validation monitor's protocol: the
+PPE's normaliser sqrt(P min(P, D)) alone can put a ridge at P = D, and the control shows how
+much of the measured ridge is there before any training). Scaling: ``[point]`` (the base point: steps,
 batch_size, projector_dim, num_views), ``[axes]`` (values of each variable swept one at a
 time around the point) and an optional ``[joint]`` (a Cartesian grid over two or more
 variables, the others at the point). Unless ``[base]`` sets them, sweeps use
@@ -77,12 +80,14 @@ __all__ = [
     "SweepSpec",
     "collect_result",
     "fit_sweep",
+    "init_ppe",
     "load_sweep",
     "parse_sweep",
     "peak_table",
     "plan_runs",
     "read_results",
     "report_sweep",
+    "ridge_contrast",
     "run_config",
     "run_sweep",
 ]
@@ -128,7 +133,7 @@ _COMMON_KEYS = (
     "ppe_last",
     "fallback_to_digits",
 )
-_KIND_KEYS = {"double-descent": ("grid", "theory"), "scaling": ("point", "axes", "joint")}
+_KIND_KEYS = {"double-descent": ("grid", "theory", "control_init"), "scaling": ("point", "axes", "joint")}
 # [base] keys that the sweep itself sets, with the place to set them instead.
 _SET_BY_SWEEP = {
     "double-descent": {
@@ -174,7 +179,8 @@ class SweepSpec:
         seeds: one run per seed and grid point.
         ppe_last: number of logged steps whose train-batch PPE is averaged.
         fallback_to_digits: use scikit-learn's digits when Fashion-MNIST is absent.
-        Ps, Ds: the double-descent grid; theory_trials, theory_seed: its Monte Carlo.
+        Ps, Ds: the double-descent grid; theory_trials, theory_seed: its Monte Carlo;
+            control_init: also measure each cell's untrained network (a control).
         point, axes, joint: the scaling sweep's base point, one-at-a-time axes and joint grid.
     """
 
@@ -192,6 +198,7 @@ class SweepSpec:
     Ds: list[int] = field(default_factory=list)
     theory_trials: int = 32
     theory_seed: int = 0
+    control_init: bool = True
     point: dict[str, int] = field(default_factory=dict)
     axes: dict[str, list[int]] = field(default_factory=dict)
     joint: dict[str, list[int]] = field(default_factory=dict)
@@ -213,6 +220,7 @@ class SweepSpec:
             "Ds": list(self.Ds),
             "theory_trials": self.theory_trials,
             "theory_seed": self.theory_seed,
+            "control_init": self.control_init,
             "point": dict(self.point),
             "axes": {k: list(v) for k, v in self.axes.items()},
             "joint": {k: list(v) for k, v in self.joint.items()},
@@ -344,7 +352,16 @@ def parse_sweep(data: Mapping[str, Any], source: str = "<sweep>", kind: str | No
         _check_table_keys(theory, ("trials", "seed"), "theory", source)
         spec.theory_trials = _positive_int(theory.get("trials", 32), "theory.trials", minimum=2)
         spec.theory_seed = _positive_int(theory.get("seed", 0), "theory.seed", minimum=0)
+        control = data.get("control_init", True)
+        if not isinstance(control, bool):
+            raise ValueError(f"control_init in {source} must be true or false; got {control!r}.")
+        spec.control_init = control
     else:
+        if "budget" in data:
+            raise ValueError(
+                f"budget in {source} does not apply to a scaling sweep: its steps come from "
+                "point.steps and axes.steps."
+            )
         if "point" not in data:
             raise ValueError(
                 f"point in {source} is missing: give [point] with {', '.join(SCALING_VARIABLES)}."
@@ -588,6 +605,43 @@ def _forward_flops(cfg: Any) -> float:
     return count_forward_flops(network, (channels, crop, crop))
 
 
+def init_ppe(cfg: Any, data_cache: dict[tuple[Any, ...], Any] | None = None) -> float:
+    """PPE of the run's network at initialisation, measured like the validation monitor.
+
+    The control of a double-descent sweep: the network of ``cfg`` (seeded with ``cfg.seed``,
+    not trained, eval mode) embeds ``monitor_size`` held-out images in ``num_views`` fresh
+    views, and the PPE is averaged over chunks of ``batch_size`` images. ``data_cache``
+    (a dict kept across calls) saves loading the same data set for every run.
+    """
+    import importlib
+
+    import torch
+
+    from mmcr.data.views import MultiViewAugment
+    from mmcr.objectives.mmcr import pretraining_percent_error
+
+    pretrain_module = importlib.import_module("mmcr.training.pretrain")
+    key = (cfg.dataset, cfg.data_dir, cfg.image_size, cfg.val_fraction, cfg.seed, cfg.synthetic_size)
+    cache = {} if data_cache is None else data_cache
+    if key not in cache:
+        cache[key] = pretrain_module.load_data(cfg)
+    data = cache[key]
+    torch.manual_seed(cfg.seed)
+    network = pretrain_module.build_network(cfg, data.channels).eval()
+    augment = MultiViewAugment(pretrain_module.augment_config(cfg))
+    P, K = int(cfg.batch_size), int(cfg.num_views)
+    images = data.val.images if len(data.val) >= P else data.memory.images
+    images = images[: max(int(cfg.monitor_size), P)]
+    generator = torch.Generator().manual_seed(cfg.seed + 7)
+    values = []
+    with torch.no_grad():
+        for start in range(0, images.shape[0] - P + 1, P):
+            views = augment(images[start : start + P], K, generator=generator)
+            _, z = network(views.flatten(0, 1))
+            values.append(float(pretraining_percent_error(z.float().reshape(P, K, -1))))
+    return _mean(values)
+
+
 def collect_result(
     run: PlannedRun, cfg: Any, ppe_last: int, wall_s: float | None = None, kind: str = "double-descent"
 ) -> dict[str, Any]:
@@ -651,15 +705,25 @@ def collect_result(
 
 
 def _config_differences(stored: Mapping[str, Any], planned: Mapping[str, Any]) -> list[str]:
-    keys = (set(stored) | set(planned)) - _UNFINGERPRINTED
-    return sorted(k for k in keys if stored.get(k) != planned.get(k))
+    """Fields whose stored and planned values differ.
+
+    A field the stored configuration lacks (added to PretrainConfig since the run) counts as
+    its default; a field the current PretrainConfig lacks (removed since) is ignored.
+    """
+    from mmcr.training.config import PretrainConfig
+
+    defaults = PretrainConfig().to_dict()
+    keys = set(planned) - _UNFINGERPRINTED
+    return sorted(k for k in keys if stored.get(k, defaults.get(k)) != planned.get(k))
 
 
 def _check_same_config(record: Mapping[str, Any], cfg: Any, sweep_dir: Path) -> None:
     changed = _config_differences(record.get("config", {}), cfg.to_dict())
     if changed:
         stored = record.get("config", {})
-        detail = ", ".join(f"{k} ({stored.get(k)!r} -> {cfg.to_dict().get(k)!r})" for k in changed)
+        detail = ", ".join(
+            f"{k} ({stored.get(k, '<absent>')!r} -> {cfg.to_dict().get(k)!r})" for k in changed
+        )
         raise ValueError(
             f"run {record.get('name')} in {sweep_dir} was trained with a different configuration: "
             f"{detail}. Use another --out, or delete runs/{record.get('name')} and its line in "
@@ -728,6 +792,9 @@ def run_sweep(
 ) -> SweepOutcome:
     """Train every run of ``spec`` not yet finished in ``out_dir``, then write the report.
 
+    The report (figures, summary) is redrawn when a result line was added; otherwise the
+    stored one is up to date and returned as it is.
+
     One line per run is logged: ``[i/N] name, seconds, PPE``. Finished runs (a line in
     results.jsonl or a done-marker runs/<name>/result.json) are skipped, after checking that
     they were trained with the configuration planned now; an interrupted run continues from
@@ -778,6 +845,8 @@ def run_sweep(
     )
     trained: list[str] = []
     skipped: list[str] = []
+    changed = False  # whether results.jsonl gained a line, so the report must be redrawn
+    data_cache: dict[tuple[Any, ...], Any] = {}  # data sets loaded for the untrained-network control
     sweep_start = time.perf_counter()
     for i, (run, cfg) in enumerate(zip(runs, configs, strict=True), start=1):
         prefix = f"[{i:>{width}}/{total}] {run.name:<24}"
@@ -787,8 +856,15 @@ def run_sweep(
             record = json.loads(marker.read_text())
             if not dry_run:
                 _append_result(out / RESULTS_FILE, record)
+                changed = True
         if record is not None:
             _check_same_config(record, cfg, out)
+            if spec.kind == "double-descent" and spec.control_init and "init_ppe" not in record:
+                if not dry_run:  # a run finished before the control existed: add it now
+                    record = {**record, "init_ppe": init_ppe(cfg, data_cache)}
+                    _write_json(marker, record)
+                    _append_result(out / RESULTS_FILE, record)
+                    changed = True
             skipped.append(run.name)
             log(
                 f"{prefix} done earlier        PPE {_fmt(record.get('ppe'))}  "
@@ -803,16 +879,23 @@ def run_sweep(
             log(f"stopping after {max_runs} new run(s) (--max-runs); run the same command again to go on")
             break
         start = time.perf_counter()
-        _train(cfg, Path(cfg.out) / "train.log", verbose)
+        try:
+            _train(cfg, Path(cfg.out) / "train.log", verbose)
+        except ValueError as exc:
+            hint = f" (delete {cfg.out} to train it from scratch)" if "resume" in str(exc) else ""
+            raise ValueError(f"run {run.name}: {exc}{hint}") from exc
         wall = time.perf_counter() - start
         result = collect_result(run, cfg, spec.ppe_last, wall_s=wall, kind=spec.kind)
+        if spec.kind == "double-descent" and spec.control_init:
+            result["init_ppe"] = init_ppe(cfg, data_cache)
         _write_json(marker, result)
         _append_result(out / RESULTS_FILE, result)
+        changed = True
         trained.append(run.name)
         log(
             f"{prefix} {wall:7.1f} s          PPE {_fmt(result['ppe'])}  "
             f"val PPE {_fmt(result.get('val_ppe'))}"
-            f"  (ideal {result['theory_ppe_limit']:.4f})"
+            f"  (ideal embeddings {result['theory_ppe_limit']:.4f})"
         )
     if dry_run:
         return SweepOutcome([r.name for r in runs], [], skipped, None)
@@ -820,8 +903,19 @@ def run_sweep(
         f"trained {len(trained)} run(s) in {time.perf_counter() - sweep_start:.0f} s, "
         f"{len(skipped)} done earlier"
     )
-    summary = report_sweep(out, log=log) if read_results(out) else None
+    summary: dict[str, Any] | None = None
+    if changed or not (out / SUMMARY_JSON).exists():
+        summary = report_sweep(out, log=log) if read_results(out) else None
+    else:
+        log(
+            f"nothing new: the figures and {out / SUMMARY_MD} are up to date (mmcr report {out} redraws them)"
+        )
+        summary = json.loads((out / SUMMARY_JSON).read_text())
     return SweepOutcome([r.name for r in runs], trained, skipped, summary)
+
+
+def _pct(contrast: Mapping[str, Any]) -> str:
+    return f"{contrast['beyond']:.0%} | {contrast['before']:.0%}"
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -939,6 +1033,28 @@ def peak_table(
     return rows
 
 
+def ridge_contrast(Ps: Sequence[int], Ds: Sequence[int], values: np.ndarray) -> dict[str, float | None]:
+    """How sharp the ridge is: PPE one octave off P = D, as a fraction of the PPE on it.
+
+    ``beyond`` is the mean over D of PPE(P = 2D, D) / PPE(P = D, D) and ``before`` that of
+    PPE(P = D/2, D) / PPE(P = D, D), over the D whose cells are in the grid (None if none).
+    Ideal embeddings give about 0.44 on both sides (0.067 / 0.151).
+    """
+    index_p = {int(P): i for i, P in enumerate(Ps)}
+    out: dict[str, float | None] = {}
+    for side, factor in (("beyond", 2.0), ("before", 0.5)):
+        ratios = []
+        for j, D in enumerate(Ds):
+            off = D * factor
+            if D in index_p and off.is_integer() and int(off) in index_p:
+                ridge, other = values[index_p[D], j], values[index_p[int(off)], j]
+                if np.isfinite(ridge) and np.isfinite(other) and ridge > 0:
+                    ratios.append(float(other / ridge))
+        out[side] = _mean(ratios) if ratios else None
+        out[f"n_{side}"] = len(ratios)
+    return out
+
+
 def _correlations(measured: np.ndarray, theory: np.ndarray) -> dict[str, float | None]:
     from scipy import stats
 
@@ -1027,8 +1143,13 @@ def _double_descent_report(
     train = _cell_means(results, Ps, Ds, "ppe")
     val = _cell_means(results, Ps, Ds, "val_ppe")
     loss = _cell_means(results, Ps, Ds, "loss")
+    init = _cell_means(results, Ps, Ds, "init_ppe")
+    has_init = bool(np.isfinite(init).any())
     theory = grid.mean
     k = spec.ppe_last
+    curve_panels = [(f"train-batch PPE (mean of last {k} logged steps)", train), ("validation PPE", val)]
+    if has_init:
+        curve_panels.append(("control: untrained network (validation protocol)", init))
     figures = {
         "heatmap": plot_ppe_heatmap(
             grid,
@@ -1048,7 +1169,7 @@ def _double_descent_report(
         "ppe_vs_P": _plot_curves(
             Ps,
             Ds,
-            [(f"train-batch PPE (mean of last {k} logged steps)", train), ("validation PPE", val)],
+            curve_panels,
             theory,
             out / "ppe_vs_P.png",
             "batch size P",
@@ -1057,15 +1178,22 @@ def _double_descent_report(
         "ppe_vs_D": _plot_curves(
             Ds,
             Ps,
-            [(f"train-batch PPE (mean of last {k} logged steps)", train.T), ("validation PPE", val.T)],
+            [(title, values.T) for title, values in curve_panels],
             theory.T,
             out / "ppe_vs_D.png",
             "embedding dimension D",
             "P",
         ),
     }
+    if has_init:
+        figures["heatmap_init"] = plot_ppe_heatmap(
+            grid,
+            out / "ppe_heatmap_init.png",
+            measured={"Ps": Ps, "Ds": Ds, "values": init, "label": "control: untrained network"},
+        )
     peaks = peak_table(Ps, Ds, train, theory)
     peaks_val = peak_table(Ps, Ds, val, theory)
+    peaks_init = peak_table(Ps, Ds, init, theory) if has_init else None
     peaks_by_P = peak_table(Ds, Ps, train.T, theory.T, names=("D", "P"))
     for row in peaks_by_P:  # the same table with the roles of P and D swapped
         row["P"] = row.pop("D")
@@ -1078,12 +1206,51 @@ def _double_descent_report(
     planned = len(meta.get("runs", [])) or len(results)
     some = results[0]["config"] if results else {}
     budget = ", ".join(f"{key} {value}" for key, value in spec.budget.items())
+    n_at_by_P = sum(r["verdict"] == "at D = P" for r in peaks_by_P)
     statement = (
         f"Measured train-batch PPE peaks at P = D for {n_at} of {len(in_range)} embedding dimensions "
         f"(within a factor 2 of P = D for {n_near}); the validation PPE peaks at P = D for {n_at_val}. "
-        "The theory for ideal embeddings peaks at P = D for every D (ridge height 1 - 8/(3 pi) = 0.151)."
+        f"Read the other way, for {n_at_by_P} of {len(peaks_by_P)} batch sizes the largest PPE is at "
+        "D = P. The theory for ideal embeddings peaks at P = D for every D (ridge height "
+        "1 - 8/(3 pi) = 0.151)."
     )
+    control: dict[str, Any] | None = None
+    if peaks_init is not None:
+        ridge = np.array([[P == D for D in Ds] for P in Ps])
+        ratio = val / init
+        on, off = _mean(ratio[ridge].tolist()), _mean(ratio[~ridge].tolist())
+        n_at_init = sum(r["verdict"] == "at P = D" for r in peaks_init)
+        control = {
+            "peaks_by_D": peaks_init,
+            "n_at_ridge": n_at_init,
+            "val_over_init_on_ridge": on,
+            "val_over_init_off_ridge": off,
+        }
+        statement += (
+            f" Control: the untrained network's PPE already peaks at P = D for {n_at_init} of "
+            f"{len(peaks_init)} D (the normaliser sqrt(P min(P, D)) changes form there), so the "
+            "ridge's location alone is no evidence of training; training brought the validation "
+            f"PPE to {on:.0%} of its initial value on the ridge and to {off:.0%} off it."
+        )
     corr = _correlations(train, theory)
+    contrast_val = ridge_contrast(Ps, Ds, val)
+    contrast_init = ridge_contrast(Ps, Ds, init) if has_init else None
+    contrast_theory = ridge_contrast(Ps, Ds, theory)
+    contrast = {
+        "train": ridge_contrast(Ps, Ds, train),
+        "val": contrast_val,
+        "init": contrast_init,
+        "theory": contrast_theory,
+    }
+    if contrast_val["beyond"] is not None and contrast_val["before"] is not None:
+        parts = [f"{_pct(contrast_val)} after training (validation PPE)"]
+        if contrast_init is not None and None not in (contrast_init["beyond"], contrast_init["before"]):
+            parts.append(f"{_pct(contrast_init)} at initialisation")
+        parts.append(f"{_pct(contrast_theory)} for ideal embeddings")
+        statement += (
+            " One octave off the ridge (P = 2D | P = D/2) the PPE is, as a fraction of its value on "
+            "the ridge, " + ", ".join(parts) + "."
+        )
     summary = {
         "kind": "double-descent",
         "statement": statement,
@@ -1106,7 +1273,10 @@ def _double_descent_report(
         "peaks_by_D": peaks,
         "peaks_by_D_val": peaks_val,
         "peaks_by_P": peaks_by_P,
+        "measured_init_ppe": init if has_init else None,
+        "control_init": control,
         "correlation_with_theory": corr,
+        "ridge_contrast": contrast,
         "total_wall_s": sum(float(r.get("wall_s") or 0.0) for r in results),
         "notes": [
             "PPE = (sqrt(P min(P,D)) - ||C||_*) / sqrt(P min(P,D)) is comparable across P and D; "
@@ -1122,13 +1292,19 @@ def _double_descent_report(
     _write_json(out / SUMMARY_JSON, summary)
     (out / SUMMARY_MD).write_text(_double_descent_markdown(summary))
     log(statement)
-    log(f"{'D':>6} {'peak P':>7} {'theory':>7} {'val peak P':>10}  verdict")
+    log(f"{'D':>6} | {'peak P (train)':>14} | {'peak P (val)':>12} | {'theory peak P':>13} | verdict (train)")
     for row, row_val in zip(peaks, peaks_val, strict=True):
-        edge = " (at the grid's edge)" if row.get("at_edge") else ""
+        edge = " (at the grid's edge)" if row.get("at_edge") and row["verdict"] != "at P = D" else ""
+        train_peak = "-" if row["peak_P"] is None else str(row["peak_P"])
+        val_peak = "-" if row_val["peak_P"] is None else str(row_val["peak_P"])
         log(
-            f"{row['D']:>6} {row['peak_P'] if row['peak_P'] is not None else '-':>7} "
-            f"{row['theory_peak_P']:>7} {row_val['peak_P'] if row_val['peak_P'] is not None else '-':>10}  "
+            f"{row['D']:>6} | {train_peak:>14} | {val_peak:>12} | {row['theory_peak_P']:>13} | "
             f"{row['verdict']}{edge}"
+        )
+    if peaks_init is not None:
+        log(
+            "control (untrained network), peak P per D: "
+            + ", ".join(f"D={r['D']}: {r['peak_P']}" for r in peaks_init)
         )
     log(f"wrote {out / SUMMARY_MD} and {len(figures)} figures")
     return summary
@@ -1157,14 +1333,19 @@ def _double_descent_markdown(summary: Mapping[str, Any]) -> str:
         f"K = {summary['num_views']} views, budget {summary['budget']}, seeds {summary['seeds']}; "
         f"total run time {summary['total_wall_s'] / 60:.1f} min.",
         "",
-        "| D | measured peak P (train) | measured peak P (val) | theory peak P | verdict |",
-        "|---|---|---|---|---|",
+        "| D | measured peak P (train) | measured peak P (val) | peak P of the untrained network "
+        "(control) | theory peak P | verdict (train) |",
+        "|---|---|---|---|---|---|",
     ]
-    for row, row_val in zip(summary["peaks_by_D"], summary["peaks_by_D_val"], strict=True):
+    control = summary.get("control_init")
+    init_rows = control["peaks_by_D"] if control else [{"peak_P": "-"}] * len(summary["peaks_by_D"])
+    for row, row_val, row_init in zip(
+        summary["peaks_by_D"], summary["peaks_by_D_val"], init_rows, strict=True
+    ):
         edge = " (grid edge)" if row.get("at_edge") else ""
         lines.append(
-            f"| {row['D']} | {row['peak_P']}{edge} | {row_val['peak_P']} | {row['theory_peak_P']} | "
-            f"{row['verdict']} |"
+            f"| {row['D']} | {row['peak_P']}{edge} | {row_val['peak_P']} | {row_init['peak_P']} | "
+            f"{row['theory_peak_P']} | {row['verdict']} |"
         )
     corr = summary["correlation_with_theory"]
     if corr["pearson"] is not None:
@@ -1176,6 +1357,10 @@ def _double_descent_markdown(summary: Mapping[str, Any]) -> str:
     lines += [""]
     lines += _grid_markdown("Measured train-batch PPE", Ps, Ds, summary["measured_train_ppe"])
     lines += _grid_markdown("Measured validation PPE", Ps, Ds, summary["measured_val_ppe"])
+    if summary.get("measured_init_ppe") is not None:
+        lines += _grid_markdown(
+            "Control: untrained network, validation protocol", Ps, Ds, summary["measured_init_ppe"]
+        )
     lines += _grid_markdown(
         f"Theory: ideal embeddings, Monte Carlo ({summary['theory_trials']} trials)",
         Ps,
@@ -1491,6 +1676,13 @@ def _fit_headline(fit: Mapping[str, Any]) -> dict[str, Any]:
     return headline
 
 
+def _bound_note(alpha: float) -> str:
+    """A warning when an exponent sits at the fitter's bounds (1e-4 or 10): no power law there."""
+    if alpha <= 1.01e-4 or alpha >= 9.9:
+        return " (alpha at the fitter's bound: the target does not fall like a power law here)"
+    return ""
+
+
 def _fit_markdown_lines(fit: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     target, compute = fit["target"], fit["compute"]
@@ -1500,7 +1692,7 @@ def _fit_markdown_lines(fit: Mapping[str, Any]) -> list[str]:
             f"- {_TARGETS.get(target, target)} vs {_COMPUTES[compute]}: L = E + A C^-alpha with "
             f"alpha = {main['alpha']:.3g} {_ci_text(main['ci'].get('alpha'))}, E = {main['E']:.3g} "
             f"{_ci_text(main['ci'].get('E'))}, A = {main['A']:.3g} ({main['n_points']} runs, "
-            f"{fit.get('confidence', 0.95):.0%} bootstrap CIs)."
+            f"{fit.get('confidence', 0.95):.0%} bootstrap CIs).{_bound_note(main['alpha'])}"
         )
     elif "skipped" in main:
         lines.append(f"- compute fit skipped: {main['skipped']}")
@@ -1518,7 +1710,7 @@ def _fit_markdown_lines(fit: Mapping[str, Any]) -> list[str]:
             lines.append(
                 f"- along {_VARIABLE_LABELS[var]} (others at the point): alpha = {axis_fit['alpha']:.3g} "
                 f"{_ci_text(axis_fit['ci'].get('alpha'))}, E = {axis_fit['E']:.3g} "
-                f"({axis_fit['n_points']} runs)."
+                f"({axis_fit['n_points']} runs).{_bound_note(axis_fit['alpha'])}"
             )
         else:
             lines.append(f"- along {_VARIABLE_LABELS[var]}: skipped ({axis_fit.get('skipped')})")
@@ -1529,6 +1721,12 @@ def _fit_markdown_lines(fit: Mapping[str, Any]) -> list[str]:
             for v in joint["variables"]
         )
         lines.append(f"- joint L = E + sum_i A_i x_i^-alpha_i: {parts}; E = {joint['E']:.3g}.")
+        pinned = [v for v in joint["variables"] if _bound_note(joint[f"alpha_{v}"])]
+        if pinned:
+            lines.append(
+                f"  (alpha of {', '.join(pinned)} at the fitter's bounds [1e-4, 10]: the target does not "
+                "fall like a power law in them)"
+            )
         if "holdout_mean_abs_relative_error" in joint:
             lines.append(
                 f"- joint hold-out (largest-compute runs): mean |relative error| "
