@@ -227,14 +227,15 @@ def test_vicreg_hand_computed_value() -> None:
     # invariance: squared differences 0 + 4 + 0 + 4 over N*D = 4 -> 2;
     # variance: every unbiased variance is 2 > 1, so relu(1 - sqrt(2 + eps)) = 0;
     # covariance: Cov(z_a) = [[2, 2], [2, 2]], Cov(z_b) = [[2, -2], [-2, 2]]:
-    # off-diagonal squares 8 / D = 4 for each view, mean 4. loss = 25 * 2 + 0 + 1 * 4.
+    # off-diagonal squares 8 / D = 4 for each view, mean 4. loss = 25 * 2 + 0 + 2 * 4
+    # (weight 2 on the mean over views = the paper's weight 1 on the two-view sum).
     z_a = torch.tensor([[1.0, 1.0], [-1.0, -1.0]], dtype=torch.float64)
     z_b = torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=torch.float64)
     loss_fn = VICRegLoss()
     loss = loss_fn(torch.stack([z_a, z_b], dim=1))
-    assert loss.item() == pytest.approx(54.0, rel=1e-12)
+    assert loss.item() == pytest.approx(58.0, rel=1e-12)
     parts = {name: value.item() for name, value in loss_fn.components.items()}
-    assert parts == pytest.approx({"loss": 54.0, "invariance": 2.0, "variance": 0.0, "covariance": 4.0})
+    assert parts == pytest.approx({"loss": 58.0, "invariance": 2.0, "variance": 0.0, "covariance": 4.0})
 
 
 def test_vicreg_collapsed_views_pay_the_variance_hinge() -> None:
@@ -258,7 +259,7 @@ def test_vicreg_matches_naive_formula(b: int, k: int, d: int) -> None:
 
 def test_vicreg_two_views_match_the_papers_terms() -> None:
     # K = 2: invariance is F.mse_loss(z_a, z_b); the variance term is the mean of the
-    # paper's v(Z), v(Z'); the covariance term is the mean of c(Z), c(Z').
+    # paper's v(Z), v(Z'); the covariance term is the paper's sum c(Z) + c(Z').
     z = random_views(10, 2, 4, seed=5) * 0.3
     z_a, z_b = z[:, 0], z[:, 1]
 
@@ -269,7 +270,7 @@ def test_vicreg_two_views_match_the_papers_terms() -> None:
         cov = torch.cov(x.T)
         return (cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()) / x.shape[1]
 
-    expected = 25 * F.mse_loss(z_a, z_b) + 25 * (v(z_a) + v(z_b)) / 2 + (c(z_a) + c(z_b)) / 2
+    expected = 25 * F.mse_loss(z_a, z_b) + 25 * (v(z_a) + v(z_b)) / 2 + (c(z_a) + c(z_b))
     torch.testing.assert_close(VICRegLoss()(z), expected)
 
 
@@ -382,6 +383,6 @@ def test_defaults_are_the_papers() -> None:
     assert (vicreg.sim_coeff, vicreg.std_coeff, vicreg.cov_coeff, vicreg.eps) == (
         25.0,
         25.0,
-        1.0,
+        2.0,
         1e-4,
     )
