@@ -285,3 +285,23 @@ def test_ppe_of_centroid_matrix() -> None:
     assert float(pretraining_percent_error(c)) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="centroid matrix"):
         pretraining_percent_error(torch.randn(1, 8))
+
+
+@pytest.mark.parametrize("route", ["auto", "float64", "svd"])
+@pytest.mark.parametrize("kind", ["random", "square", "rank-deficient"])
+def test_every_route_is_exact(route: str, kind: str) -> None:
+    torch.manual_seed(3)
+    if kind == "random":
+        x = torch.randn(40, 24)
+    elif kind == "square":
+        x = torch.randn(96, 96)
+    else:
+        x = torch.randn(48, 3) @ torch.randn(3, 40)
+        x[:3] = torch.linalg.qr(torch.randn(40, 3)).Q.T * 5  # exact rank 3, known
+        x = torch.randn(48, 3) @ x[:3]
+    value, grad = grads(lambda m: nuclear_norm(m, route=route), x)
+    ref_value, ref_grad = grads(lambda m: _SubgradientNuclearNorm.apply(m), x.double())
+    assert abs(float(value) - float(ref_value)) <= 1e-5 * float(ref_value)
+    assert rel(grad, ref_grad) <= 1e-4
+    with pytest.raises(ValueError, match="route"):
+        nuclear_norm(x, route="fast")

@@ -9,6 +9,11 @@ from __future__ import annotations
 import torch
 
 
+def check_shape(z: torch.Tensor, *, min_views: int = 1, name: str = "z") -> None:
+    """The checks of :func:`check_views` but the (full-pass) finiteness test."""
+    _check_shape(z, min_views, name)
+
+
 def check_views(z: torch.Tensor, *, min_views: int = 1, name: str = "z") -> None:
     """Validate a ``(B, K, D)`` tensor of multi-view embeddings.
 
@@ -17,6 +22,11 @@ def check_views(z: torch.Tensor, *, min_views: int = 1, name: str = "z") -> None
     ``min_views`` views, an empty embedding dimension, or non-finite values (which
     are never dropped silently).
     """
+    _check_shape(z, min_views, name)
+    check_finite(z, name=name)
+
+
+def _check_shape(z: torch.Tensor, min_views: int, name: str) -> None:
     if not isinstance(z, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape (B, K, D), got {type(z).__name__}")
     if z.ndim != 3:
@@ -35,7 +45,6 @@ def check_views(z: torch.Tensor, *, min_views: int = 1, name: str = "z") -> None
         raise ValueError(f"{name} needs an embedding dimension D >= 1, got D = {d}")
     if not z.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {z.dtype}")
-    check_finite(z, name=name)
 
 
 def check_finite(x: torch.Tensor, *, name: str = "z", step: int | None = None) -> None:

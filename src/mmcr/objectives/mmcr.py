@@ -15,17 +15,54 @@ L2-normalised, the centroid of sample ``n`` is ``mu_n = mean_k z[n, k]``, ``C`` 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from mmcr.distributed import gather_with_grad, is_distributed
-from mmcr.objectives.base import check_finite, check_views, normalize_views
+from mmcr.objectives.base import check_finite, check_shape, check_views, normalize_views
 from mmcr.objectives.spectral import nuclear_norm, two_view_nuclear_norm
 
 
 def _to_spectral(z: torch.Tensor) -> torch.Tensor:
     return z if z.dtype == torch.float64 else z.float()
+
+
+class _ViewsAndCentroids(torch.autograd.Function):
+    """Unit-normalised views ``u = z / ||z||`` (B, K, D) and centroids ``mean_k u`` (B, D).
+
+    One pass forward, and a hand-written backward (the gradient of ``u`` is projected on
+    the tangent space of the sphere and divided by ``||z||``): fewer kernels than autograd
+    through ``norm``, ``div`` and ``mean``, which matters because for small ``D`` the
+    normalisation, not the spectrum, dominates the loss's cost.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        norms = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(1e-12)
+        views = z / norms
+        ctx.save_for_backward(views, norms)
+        return views, views.mean(dim=1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: Any, grad_views: torch.Tensor | None, grad_centroids: torch.Tensor | None
+    ) -> torch.Tensor:
+        views, norms = ctx.saved_tensors
+        grad = torch.zeros_like(views) if grad_views is None else grad_views.clone()
+        if grad_centroids is not None:
+            grad.add_(grad_centroids.unsqueeze(1), alpha=1.0 / views.shape[1])
+        radial = (grad * views).sum(dim=-1, keepdim=True)
+        return grad.sub_(views * radial).div_(norms)
+
+
+def views_and_centroids(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable ``(normalised views, centroids)`` of raw ``(B, K, D)`` embeddings."""
+    out: tuple[torch.Tensor, torch.Tensor] = _ViewsAndCentroids.apply(z)
+    return out
 
 
 def local_nuclear_norms(views: torch.Tensor) -> torch.Tensor:
@@ -38,7 +75,9 @@ def local_nuclear_norms(views: torch.Tensor) -> torch.Tensor:
         return two_view_nuclear_norm(views[:, 0], views[:, 1])
     if views.shape[1] == 1:
         return torch.linalg.vector_norm(views[:, 0], dim=-1)
-    return nuclear_norm(views)
+    # views of one sample are close to each other, so their K x K Gram matrices have one
+    # dominant eigenvalue and K - 1 small ones: float64 from the start
+    return nuclear_norm(views, route="float64")
 
 
 def max_nuclear_norm(num_points: int, dim: int) -> float:
@@ -92,9 +131,13 @@ class MMCRLoss(nn.Module):
         return gather_with_grad(x) if self.distributed and is_distributed() else x
 
     def forward(self, z: torch.Tensor, z_momentum: torch.Tensor | None = None) -> torch.Tensor:
-        check_views(z)
-        views = normalize_views(_to_spectral(z))
-        centroids = self._gather(views.mean(dim=1))
+        check_shape(z)
+        views, local_centroids = views_and_centroids(_to_spectral(z))
+        # NaN or inf anywhere in z reaches the centroids: one scalar test here, the full
+        # count (and the error) only when it fails
+        if not bool(torch.isfinite(local_centroids.sum())):
+            check_finite(z)
+        centroids = self._gather(local_centroids)
         if z_momentum is not None:
             if z_momentum.shape != z.shape:
                 raise ValueError(
@@ -106,13 +149,16 @@ class MMCRLoss(nn.Module):
                     normalize_views(_to_spectral(z_momentum.detach())).mean(dim=1)
                 )
             centroids = 0.5 * (centroids + momentum_centroids)
-        global_nuc = nuclear_norm(centroids)
+        num_points, dim = centroids.shape
+        # near-square centroid matrices have singular values near 0 (Marchenko-Pastur),
+        # where float32 Gram eigenvalues are too coarse: an SVD is the faster exact route
+        near_square = min(num_points, dim) >= 0.85 * max(num_points, dim)
+        global_nuc = nuclear_norm(centroids, route="svd" if near_square else "auto")
         loss = -global_nuc
         local = torch.full((), float("nan"), dtype=global_nuc.dtype, device=global_nuc.device)
         if self.lmbda > 0:
             local = self._gather(local_nuclear_norms(views)).mean()
             loss = loss + self.lmbda * local
-        num_points, dim = centroids.shape
         with torch.no_grad():
             self.components = {
                 "loss": loss.detach(),

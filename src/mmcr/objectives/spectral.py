@@ -32,6 +32,10 @@ could not resolve:
 3. float64 SVD for matrices whose small singular values lie in the band where the
    float64 Gram route would still lose gradient accuracy.
 
+Near-square matrices (the centroids when P ~ D) have singular values near zero by the
+Marchenko-Pastur law; for them the first tier is a float32 SVD with its own accuracy
+test (``route="svd"``), since a float64 eigendecomposition costs more than that SVD.
+
 Half and bfloat16 inputs are computed in float32. Gradients stay finite for zero and
 repeated singular values.
 """
@@ -114,64 +118,101 @@ def _eig_tier(
     return values, polar, ok
 
 
-def _svd_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Nuclear norms and polar factors by SVD (float64 input), same zero rule as tier 2."""
+def _svd_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Nuclear norms, polar factors and an accuracy mask by SVD.
+
+    float64: singular values below ``ZERO_RATIO * sigma_max`` are exact zeros (as in the
+    float64 eigen tier) and the result is always accepted. float32: singular values below
+    ``max(m, n) eps sigma_max`` are rounding noise; a matrix that has any, or whose polar
+    factor is estimated to be off by more than ``GRAD_RTOL`` (perturbation bound
+    ``2 eps sigma_max / (sigma_r + sigma_{r-1})`` over the rank's root), is not accepted.
+    """
     if not need_polar:
         s = torch.linalg.svdvals(x)
         u = vh = None
     else:
         u, s, vh = torch.linalg.svd(x, full_matrices=False)
-    keep = s * s > ZERO_FACTOR_F64 * _eps_lambda_max((s * s).flip(-1))
+    sigma_max = s[..., :1]
+    if x.dtype == torch.float64:
+        keep = s > ZERO_RATIO * sigma_max
+        ok = torch.ones(s.shape[:-1], dtype=torch.bool, device=s.device)
+    else:
+        eps = torch.finfo(x.dtype).eps
+        keep = s > max(x.shape[-2], x.shape[-1]) * eps * sigma_max
+        ok = keep.all(-1)
+        if need_polar and s.shape[-1] >= 2:
+            pair = s[..., -1] + s[..., -2]
+            rank = keep.sum(-1).clamp_min(1)
+            bound = 2 * eps * sigma_max.squeeze(-1) / pair.clamp_min(torch.finfo(x.dtype).tiny)
+            ok = ok & (bound / rank.sqrt() <= GRAD_RTOL)
     values = torch.where(keep, s, torch.zeros_like(s)).sum(-1)
     if u is None or vh is None:
-        return values, None
+        return values, None, ok
     polar = (u * keep.to(u.dtype).unsqueeze(-2)) @ vh
-    return values, polar
+    return values, polar, ok
 
 
-def _nuclear_norm_impl(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Tiered evaluation on a (N, m, n) batch; returns values (N,) and polar (N, m, n)."""
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
-    xw = x.to(work)
-    values, polar, ok = _eig_tier(xw, need_polar, exact_zeros=work == torch.float64)
-    redo = (~ok).nonzero().squeeze(-1)
-    if redo.numel() == 0:
-        return values, polar
-    x64 = xw.index_select(0, redo).to(torch.float64)
-    if work == torch.float32:
-        v64, p64, ok64 = _eig_tier(x64, need_polar, exact_zeros=True)
+def _nuclear_norm_impl(
+    x: torch.Tensor, need_polar: bool, route: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Tiered evaluation on a (N, m, n) batch; returns values (N,) and polar (N, m, n).
+
+    ``route``: ``"auto"`` starts at the float32 Gram tier; ``"float64"`` at the float64
+    Gram tier (matrices known to be ill-conditioned, e.g. views of one sample);
+    ``"svd"`` at a float32 SVD (near-square matrices, whose smallest singular values
+    are near 0 and for which a float64 eigendecomposition costs more than an SVD).
+    Matrices a tier cannot resolve go on to the float64 Gram tier, then a float64 SVD.
+    Results come back in the input's working precision.
+    """
+    out_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xw = x.to(out_dtype)
+    if route == "svd" and out_dtype == torch.float32:
+        values, polar, ok = _svd_tier(xw, need_polar)
+    elif route == "float64" or out_dtype == torch.float64:
+        values, polar, ok = _eig_tier(xw.to(torch.float64), need_polar, exact_zeros=True)
     else:
-        v64, p64, ok64 = values[redo], None if polar is None else polar[redo], ok[redo]
-    bad = (~ok64).nonzero().squeeze(-1)
-    if bad.numel() > 0:
-        v_svd, p_svd = _svd_tier(x64.index_select(0, bad), need_polar)
-        v64 = v64.index_copy(0, bad, v_svd)
-        if p64 is not None and p_svd is not None:
-            p64 = p64.index_copy(0, bad, p_svd)
-    values = values.index_copy(0, redo, v64.to(work))
-    if polar is not None and p64 is not None:
-        polar = polar.index_copy(0, redo, p64.to(work))
-    return values, polar
+        values, polar, ok = _eig_tier(xw, need_polar, exact_zeros=False)
+    first_is_f64 = values.dtype == torch.float64
+    redo = (~ok).nonzero().squeeze(-1)
+    if redo.numel() > 0:
+        x64 = xw.index_select(0, redo).to(torch.float64)
+        if first_is_f64:
+            v64, p64, ok64 = values[redo], None if polar is None else polar[redo], ok[redo]
+        else:
+            v64, p64, ok64 = _eig_tier(x64, need_polar, exact_zeros=True)
+        bad = (~ok64).nonzero().squeeze(-1)
+        if bad.numel() > 0:
+            v_svd, p_svd, _ = _svd_tier(x64.index_select(0, bad), need_polar)
+            v64 = v64.index_copy(0, bad, v_svd)
+            if p64 is not None and p_svd is not None:
+                p64 = p64.index_copy(0, bad, p_svd)
+        values = values.index_copy(0, redo, v64.to(values.dtype))
+        if polar is not None and p64 is not None:
+            polar = polar.index_copy(0, redo, p64.to(polar.dtype))
+    return values.to(out_dtype), None if polar is None else polar.to(out_dtype)
 
 
 class _NuclearNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, route: str) -> torch.Tensor:
         batch_shape = x.shape[:-2]
         flat = x.reshape(-1, x.shape[-2], x.shape[-1])
-        values, polar = _nuclear_norm_impl(flat, need_polar=ctx.needs_input_grad[0])
+        values, polar = _nuclear_norm_impl(flat, need_polar=ctx.needs_input_grad[0], route=route)
         if polar is not None:
             ctx.save_for_backward(polar.reshape(x.shape))
         return values.reshape(batch_shape)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (polar,) = ctx.saved_tensors
-        return grad.to(polar.dtype)[..., None, None] * polar
+        return grad.to(polar.dtype)[..., None, None] * polar, None
 
 
-def nuclear_norm(x: torch.Tensor) -> torch.Tensor:
+ROUTES = ("auto", "float64", "svd")
+
+
+def nuclear_norm(x: torch.Tensor, route: str = "auto") -> torch.Tensor:
     """Nuclear norm of every matrix in ``x`` of shape ``(..., m, n)``; returns shape ``(...)``.
 
     Matches ``torch.linalg.svdvals(x).sum(-1)`` (relative error below about 1e-6 in
@@ -179,14 +220,19 @@ def nuclear_norm(x: torch.Tensor) -> torch.Tensor:
     (see the module docstring). Differentiable: the gradient is the polar factor
     ``U V^T``, with singular values below ~1e-7 of the largest treated as exact zeros.
     Results come in float32 for half/bfloat16/float32 inputs and float64 for float64.
+    ``route`` picks the first tier (see :func:`_nuclear_norm_impl`): ``"auto"``,
+    ``"float64"`` (ill-conditioned matrices such as the views of one sample) or ``"svd"``
+    (near-square matrices); later tiers guarantee the accuracy whatever the route.
     """
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
     if x.ndim < 2:
         raise ValueError(f"nuclear_norm needs matrices of shape (..., m, n), got shape {tuple(x.shape)}")
     if x.shape[-1] == 0 or x.shape[-2] == 0:
         raise ValueError(f"nuclear_norm needs non-empty matrices, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"nuclear_norm needs a floating-point tensor, got dtype {x.dtype}")
-    out: torch.Tensor = _NuclearNorm.apply(x)
+    out: torch.Tensor = _NuclearNorm.apply(x, route)
     return out
 
 
