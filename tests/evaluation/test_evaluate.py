@@ -64,6 +64,15 @@ def test_linear_probe_separates_and_selects_on_validation() -> None:
     )
     assert result.weight_decay == 1e-4  # heavy L2 underfits and loses on validation
     assert result.test_accuracy > 0.9
+    subset = evaluate_linear_probe(
+        (x[:300], y[:300]),
+        (x[300:450], y[300:450]),
+        (x[450:], y[450:]),
+        4,
+        weight_decays=(1e-4, 10.0),
+        selection_size=100,
+    )
+    assert subset.weight_decay == 1e-4 and subset.test_accuracy > 0.9
     with pytest.raises(ValueError, match="labels must lie"):
         fit_linear_probe(x, y + 10, 4, weight_decay=0.0)
 

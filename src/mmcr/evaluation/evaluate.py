@@ -145,8 +145,8 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
             "val_accuracy": probe.val_accuracy,
             "test_accuracy": probe.test_accuracy,
             "grid": probe.grid,
-            "protocol": "softmax regression on standardised frozen features, L-BFGS, L2 chosen on val, "
-            "refit on train+val",
+            "protocol": "softmax regression on standardised frozen features, L-BFGS, L2 chosen on val "
+            "(grid fitted on <= 20000 training samples), refit on all of train+val",
         }
         _log(f"[eval] linear-probe test accuracy {probe.test_accuracy:.4f} (L2 {probe.weight_decay})")
     results["feature_effective_rank"] = effective_rank(f_test[:4096])
