@@ -119,14 +119,14 @@ def main() -> None:
             args.config, max(3, args.steps // 3), 1, True, args.threads
         )
     header = (
-        f"{'pipeline':<34}" + "".join(f"{p + ' ms':>16}" for p in PHASES) + f"{'img/s':>9}{'aug+loss':>10}"
+        f"{'pipeline':<34}" + "".join(f"{p + ' ms':>18}" for p in PHASES) + f"{'img/s':>9}{'aug+loss':>10}"
     )
     print(header)
     print("-" * len(header))
     for name, r in rows.items():
         print(
             f"{name:<34}"
-            + "".join(f"{r[p + '_ms']:>16.1f}" for p in PHASES)
+            + "".join(f"{r[p + '_ms']:>18.1f}" for p in PHASES)
             + f"{r['images_per_s']:>9.0f}{100 * r['augment_plus_loss_share']:>9.1f}%"
         )
     if len(rows) == 2:
