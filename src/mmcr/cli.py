@@ -139,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into e.g. head, which has closed
+        sys.stderr.close()
+        return 0
     return result
 
 
