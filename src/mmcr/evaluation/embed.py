@@ -47,3 +47,42 @@ def batched_apply(
             x = x.contiguous(memory_format=torch.channels_last)
         out.append(fn(x).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
+
+
+@torch.no_grad()
+def multiview_embeddings(
+    network: torch.nn.Module,
+    images: torch.Tensor,
+    augment: torch.nn.Module,
+    num_views: int,
+    *,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Projector outputs of ``num_views`` augmented views per image: CPU float32 ``(N, K, D)``.
+
+    ``network`` returns ``(features, projections)`` (an :class:`~mmcr.models.MMCRNetwork`).
+    """
+    zs = []
+    for start in range(0, images.shape[0], batch_size):
+        views = augment(images[start : start + batch_size].to(device), num_views, generator=generator)
+        b, k = views.shape[:2]
+        _, z = network(views.flatten(0, 1))
+        zs.append(z.float().reshape(b, k, -1).cpu())
+    return torch.cat(zs)
+
+
+def batched_geometry(z: torch.Tensor, points: int) -> dict[str, float]:
+    """:func:`~mmcr.geometry.geometry_summary` over consecutive batches of ``points`` samples, averaged.
+
+    PPE depends on the number of points P, so geometry is measured at the training batch
+    size to be comparable with the training loss.
+    """
+    from mmcr.geometry.metrics import geometry_summary
+
+    size = min(points, z.shape[0])
+    parts = [geometry_summary(z[s : s + size]) for s in range(0, z.shape[0] - size + 1, size)]
+    out = {key: sum(p[key] for p in parts) / len(parts) for key in parts[0]}
+    out["batch_points"] = float(size)
+    return out

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from mmcr.data.datasets import load_dataset
-from mmcr.evaluation.embed import batched_apply
+from mmcr.evaluation.embed import batched_apply, batched_geometry, multiview_embeddings
 from mmcr.evaluation.knn import knn_accuracy, select_knn
 from mmcr.evaluation.linear_probe import evaluate_linear_probe
-from mmcr.geometry.metrics import effective_rank, geometry_summary
+from mmcr.geometry.metrics import effective_rank
 from mmcr.geometry.mutual_information import mi_lower_bound
 from mmcr.training.checkpoint import load_checkpoint
 from mmcr.training.config import PretrainConfig, build_config
@@ -151,7 +151,7 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
         _log(f"[eval] linear-probe test accuracy {probe.test_accuracy:.4f} (L2 {probe.weight_decay})")
     results["feature_effective_rank"] = effective_rank(f_test[:4096])
     if mode != "raw-pixels":
-        results["geometry"] = test_geometry(network, test.images, cfg, options, device)
+        results["geometry"] = embedding_geometry(network, test.images, cfg, options, device)
         _log(
             "[eval] geometry of test embeddings: "
             + ", ".join(f"{k} {v:.4f}" for k, v in results["geometry"].items())
@@ -168,7 +168,7 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def test_geometry(
+def embedding_geometry(
     network: torch.nn.Module,
     images: torch.Tensor,
     cfg: PretrainConfig,
@@ -186,17 +186,8 @@ def test_geometry(
     k = options.geometry_views or max(cfg.num_views, 2)
     images = images[: options.geometry_images]
     generator = torch.Generator().manual_seed(cfg.seed + 11)
-    zs = []
-    for start in range(0, images.shape[0], 256):
-        views = augment(images[start : start + 256].to(device), k, generator=generator)
-        b = views.shape[0]
-        _, z = network(views.flatten(0, 1))
-        zs.append(z.float().reshape(b, k, -1).cpu())
-    z_all = torch.cat(zs)
-    size = min(cfg.batch_size, z_all.shape[0])
-    parts = [geometry_summary(z_all[s : s + size]) for s in range(0, z_all.shape[0] - size + 1, size)]
-    out = {key: sum(p[key] for p in parts) / len(parts) for key in parts[0]}
-    out["batch_points"] = float(size)
+    z_all = multiview_embeddings(network, images, augment, k, generator=generator, device=device)
+    out = batched_geometry(z_all, cfg.batch_size)
     mi = mi_lower_bound(z_all)
     out["mi_lower_bound"] = float(mi["bound"])
     out["mi_reconstruction"] = float(mi["reconstruction"])

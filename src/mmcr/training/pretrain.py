@@ -31,9 +31,9 @@ from torch import nn
 from mmcr import distributed as mdist
 from mmcr.data.datasets import ImageDataset, load_dataset, synthetic_dataset, train_val_split
 from mmcr.data.views import AugmentConfig, MultiViewAugment, preset
-from mmcr.evaluation.embed import batched_apply
+from mmcr.evaluation.embed import batched_apply, batched_geometry, multiview_embeddings
 from mmcr.evaluation.knn import knn_accuracy
-from mmcr.geometry.metrics import geometry_summary
+from mmcr.geometry.metrics import effective_rank
 from mmcr.geometry.mutual_information import mi_lower_bound
 from mmcr.models import MMCRNetwork, build_encoder, build_projector, convert_sync_batchnorm, to_channels_last
 from mmcr.models.momentum import MomentumEncoder, cosine_tau
@@ -223,35 +223,17 @@ def monitor(
     images = data.val.images if len(data.val) >= 2 else memory.images
     images = images[: cfg.monitor_size]
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed + 7)
-    zs = []
-    for start in range(0, images.shape[0], 256):
-        chunk = images[start : start + 256].to(device)
-        views = augment(chunk, cfg.num_views, generator=generator)
-        b, k = views.shape[:2]
-        _, z = network(views.flatten(0, 1))
-        zs.append(z.float().reshape(b, k, -1).cpu())
-    z_all = torch.cat(zs)
-    # geometry at the training batch size, averaged over chunks, so PPE is comparable to training
-    chunk_size = min(cfg.batch_size, z_all.shape[0])
-    summaries = [
-        geometry_summary(z_all[s : s + chunk_size])
-        for s in range(0, z_all.shape[0] - chunk_size + 1, chunk_size)
-    ]
-    for key in summaries[0]:
-        out[f"val_{key}"] = sum(s[key] for s in summaries) / len(summaries)
+    z_all = multiview_embeddings(network, images, augment, cfg.num_views, generator=generator, device=device)
+    geometry = batched_geometry(z_all, cfg.batch_size)
+    geometry.pop("batch_points")
+    out.update({f"val_{key}": value for key, value in geometry.items()})
     if z_all.shape[1] >= 2:
         mi = mi_lower_bound(z_all)
         out["val_mi_lower_bound"] = mi["bound"]
         out["val_mi_entropy"] = mi["entropy"]
-    out["val_feature_effective_rank"] = _feature_rank(feats_val if len(feats_val) else feats_mem)
+    out["val_feature_effective_rank"] = effective_rank((feats_val if len(feats_val) else feats_mem)[:4096])
     network.train(was_training)
     return out
-
-
-def _feature_rank(features: torch.Tensor) -> float:
-    from mmcr.geometry.metrics import effective_rank
-
-    return effective_rank(features[:4096])
 
 
 # ----------------------------------------------------------------------------- training
