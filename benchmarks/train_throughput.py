@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from loss_speed import plain_loss  # the same plain formula as the loss benchmark (same folder)
 
 from mmcr.data.views import MultiViewAugment, augment_one
 from mmcr.training.config import build_config
@@ -28,11 +29,6 @@ from mmcr.training.optim import build_optimizer
 from mmcr.training.pretrain import augment_config, build_loss, build_network, effective_lr
 
 PHASES = ("data", "augment", "forward", "loss", "backward+step")
-
-
-def plain_loss(z: torch.Tensor) -> torch.Tensor:
-    views = z / z.norm(dim=-1, keepdim=True)
-    return -torch.linalg.svdvals(views.mean(dim=1)).sum()
 
 
 def load_images(dataset: str, n: int, channels: int, size: int) -> torch.Tensor:
@@ -63,7 +59,9 @@ def run(recipe: str, steps: int, warmup: int, alternative: bool, threads: int) -
     network = build_network(cfg, images.shape[1])
     if cfg.channels_last:
         network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    loss_fn: Callable[[torch.Tensor], torch.Tensor] = plain_loss if alternative else build_loss(cfg)
+    loss_fn: Callable[[torch.Tensor], torch.Tensor] = (
+        (lambda z: plain_loss(z, cfg.lmbda)) if alternative else build_loss(cfg)
+    )
     optimizer = build_optimizer(cfg.optimizer, network, lr=effective_lr(cfg), weight_decay=cfg.weight_decay)
     b, k = cfg.batch_size, cfg.num_views
     times: dict[str, list[float]] = {p: [] for p in PHASES}

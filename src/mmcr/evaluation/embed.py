@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from mmcr.data.views import AugmentConfig
+from mmcr.data.views import AugmentConfig, _norm_stats
 
 
 def plain_view(images: torch.Tensor, config: AugmentConfig) -> torch.Tensor:
@@ -21,11 +21,9 @@ def plain_view(images: torch.Tensor, config: AugmentConfig) -> torch.Tensor:
     size = config.crop_size
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    if config.mean is not None and config.std is not None:
-        shape = (1, len(config.mean), 1, 1)
-        mean = torch.tensor(config.mean, dtype=x.dtype, device=x.device).reshape(shape)
-        std = torch.tensor(config.std, dtype=x.dtype, device=x.device).reshape(shape)
-        x = (x - mean) / std
+    stats = _norm_stats(config, x.shape[1], 1, 4, x)
+    if stats is not None:
+        x = (x - stats[0]) / stats[1]
     return x
 
 

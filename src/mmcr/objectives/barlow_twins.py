@@ -6,13 +6,11 @@ Redundancy Reduction". ICML 2021, arXiv 2103.03230.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from mmcr.distributed import gather_with_grad
-from mmcr.objectives.base import check_views
+from mmcr.objectives.base import check_coefficient, check_views
 
 
 class BarlowTwinsLoss(nn.Module):
@@ -70,15 +68,9 @@ class BarlowTwinsLoss(nn.Module):
         distributed: bool = True,
     ) -> None:
         super().__init__()
-        if not (math.isfinite(lambd) and lambd >= 0):
-            raise ValueError(f"lambd (the off-diagonal weight) must be a finite number >= 0, got {lambd}")
-        if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a finite number > 0, got {scale}")
-        if not (math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"eps must be a finite number >= 0, got {eps}")
-        self.lambd = float(lambd)
-        self.scale = float(scale)
-        self.eps = float(eps)
+        self.lambd = check_coefficient("lambd", lambd, note="the weight of the off-diagonal terms")
+        self.scale = check_coefficient("scale", scale, positive=True)
+        self.eps = check_coefficient("eps", eps)
         self.distributed = bool(distributed)
         self.components: dict[str, torch.Tensor] = {}
 

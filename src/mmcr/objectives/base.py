@@ -6,12 +6,22 @@ Every objective in :mod:`mmcr.objectives` takes the same input: ``z`` of shape
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
-def check_shape(z: torch.Tensor, *, min_views: int = 1, name: str = "z") -> None:
-    """The checks of :func:`check_views` but the (full-pass) finiteness test."""
-    _check_shape(z, min_views, name)
+def check_coefficient(name: str, value: float, *, positive: bool = False, note: str = "") -> float:
+    """Return ``value`` as a float if it is finite and ``>= 0`` (``> 0`` with ``positive``).
+
+    Otherwise raise ``ValueError`` naming the hyper-parameter, the rule and the value, followed
+    by ``note`` (why the rule holds, or the usual values).
+    """
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 if positive else value >= 0)
+    if not ok:
+        rule = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be a finite number {rule}, got {value!r}{'; ' + note if note else ''}")
+    return float(value)
 
 
 def check_views(z: torch.Tensor, *, min_views: int = 1, name: str = "z") -> None:
@@ -22,11 +32,6 @@ def check_views(z: torch.Tensor, *, min_views: int = 1, name: str = "z") -> None
     ``min_views`` views, an empty embedding dimension, or non-finite values (which
     are never dropped silently).
     """
-    _check_shape(z, min_views, name)
-    check_finite(z, name=name)
-
-
-def _check_shape(z: torch.Tensor, min_views: int, name: str) -> None:
     if not isinstance(z, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape (B, K, D), got {type(z).__name__}")
     if z.ndim != 3:
@@ -45,6 +50,7 @@ def _check_shape(z: torch.Tensor, min_views: int, name: str) -> None:
         raise ValueError(f"{name} needs an embedding dimension D >= 1, got D = {d}")
     if not z.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {z.dtype}")
+    check_finite(z, name=name)
 
 
 def check_finite(x: torch.Tensor, *, name: str = "z", step: int | None = None) -> None:
@@ -52,6 +58,10 @@ def check_finite(x: torch.Tensor, *, name: str = "z", step: int | None = None) -
 
     ``step`` (a training step) is included in the message when given.
     """
+    # NaN and inf propagate into the sum: one reduction and one scalar test in the common
+    # case; the full count only when it fails (a finite overflow of the sum then passes)
+    if bool(torch.isfinite(x.sum())):
+        return
     finite = torch.isfinite(x)
     if not bool(finite.all()):
         bad = int((~finite).sum())

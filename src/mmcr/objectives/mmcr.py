@@ -22,7 +22,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from mmcr.distributed import gather_with_grad, is_distributed
-from mmcr.objectives.base import check_finite, check_shape, check_views, normalize_views
+from mmcr.objectives.base import check_coefficient, check_finite, check_views, normalize_views
 from mmcr.objectives.spectral import nuclear_norm, two_view_nuclear_norm
 
 
@@ -113,14 +113,9 @@ class MMCRLoss(nn.Module):
 
     def __init__(self, lmbda: float = 0.0, distributed: bool = True) -> None:
         super().__init__()
-        if not isinstance(lmbda, (int, float)) or not math.isfinite(lmbda):
-            raise ValueError(f"lmbda must be a finite number, got {lmbda!r}")
-        if lmbda < 0:
-            raise ValueError(
-                f"lmbda must be >= 0 (a negative weight would reward spreading the views of "
-                f"one sample apart), got {lmbda}"
-            )
-        self.lmbda = float(lmbda)
+        self.lmbda = check_coefficient(
+            "lmbda", lmbda, note="a negative weight would reward spreading the views of one sample apart"
+        )
         self.distributed = distributed
         self.components: dict[str, torch.Tensor] = {}
 
@@ -131,12 +126,8 @@ class MMCRLoss(nn.Module):
         return gather_with_grad(x) if self.distributed and is_distributed() else x
 
     def forward(self, z: torch.Tensor, z_momentum: torch.Tensor | None = None) -> torch.Tensor:
-        check_shape(z)
+        check_views(z)
         views, local_centroids = views_and_centroids(_to_spectral(z))
-        # NaN or inf anywhere in z reaches the centroids: one scalar test here, the full
-        # count (and the error) only when it fails
-        if not bool(torch.isfinite(local_centroids.sum())):
-            check_finite(z)
         centroids = self._gather(local_centroids)
         if z_momentum is not None:
             if z_momentum.shape != z.shape:

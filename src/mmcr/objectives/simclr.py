@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mmcr.distributed import gather_with_grad
-from mmcr.objectives.base import check_views, normalize_views
+from mmcr.objectives.base import check_coefficient, check_views, normalize_views
 
 
 class SimCLRLoss(nn.Module):
@@ -58,12 +58,12 @@ class SimCLRLoss(nn.Module):
 
     def __init__(self, temperature: float = 0.5, distributed: bool = True) -> None:
         super().__init__()
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(
-                f"temperature must be a finite number > 0, got {temperature}; "
-                "SimCLR uses 0.5 for CIFAR-10 and 0.1 for ImageNet"
-            )
-        self.temperature = float(temperature)
+        self.temperature = check_coefficient(
+            "temperature",
+            temperature,
+            positive=True,
+            note="SimCLR uses 0.5 for CIFAR-10 and 0.1 for ImageNet",
+        )
         self.distributed = bool(distributed)
         self.components: dict[str, torch.Tensor] = {}
 

@@ -6,13 +6,11 @@ Self-Supervised Learning". ICLR 2022, arXiv 2105.04906.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from mmcr.distributed import gather_with_grad
-from mmcr.objectives.base import check_views
+from mmcr.objectives.base import check_coefficient, check_views
 
 
 class VICRegLoss(nn.Module):
@@ -66,22 +64,12 @@ class VICRegLoss(nn.Module):
         distributed: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("sim_coeff", sim_coeff),
-            ("std_coeff", std_coeff),
-            ("cov_coeff", cov_coeff),
-        ):
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        if not (math.isfinite(eps) and eps > 0):
-            raise ValueError(
-                f"eps must be a finite number > 0 (it keeps sqrt differentiable at a zero "
-                f"variance), got {eps}"
-            )
-        self.sim_coeff = float(sim_coeff)
-        self.std_coeff = float(std_coeff)
-        self.cov_coeff = float(cov_coeff)
-        self.eps = float(eps)
+        self.sim_coeff = check_coefficient("sim_coeff", sim_coeff)
+        self.std_coeff = check_coefficient("std_coeff", std_coeff)
+        self.cov_coeff = check_coefficient("cov_coeff", cov_coeff)
+        self.eps = check_coefficient(
+            "eps", eps, positive=True, note="it keeps sqrt differentiable at a zero variance"
+        )
         self.distributed = bool(distributed)
         self.components: dict[str, torch.Tensor] = {}
 
