@@ -305,3 +305,47 @@ def test_every_route_is_exact(route: str, kind: str) -> None:
     assert rel(grad, ref_grad) <= 1e-4
     with pytest.raises(ValueError, match="route"):
         nuclear_norm(x, route="fast")
+
+
+@pytest.mark.parametrize("rows,cols", [(256, 256), (270, 256), (256, 264), (96, 96)])
+def test_near_square_matrices_take_the_refined_gram_route_exactly(
+    rows: int, cols: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Near-square Gaussian matrices have singular values down to ~1e-3 of the largest:
+    # the float32 Gram tier alone misses its tolerances there, and the refinement of
+    # the small-eigenvalue subspace must resolve them without a fallback.
+    from mmcr.objectives import spectral
+
+    torch.manual_seed(rows + cols)
+    x = torch.randn(rows, cols)
+    values, polar, ok = spectral._gram_tier(x[None], need_polar=True)
+    assert bool(ok[0])
+    assert polar is not None
+    ref_value, ref_polar = grads(lambda m: torch.linalg.svdvals(m).sum(), x.double())
+    assert abs(float(values[0]) - float(ref_value)) <= 1e-6 * float(ref_value)
+    assert rel(polar[0], ref_polar) <= 2e-5
+    # the refinement is what resolved it: without it the tier declines
+    monkeypatch.setattr(spectral, "REFINE_MAX_FRACTION", 0.0)
+    assert not bool(spectral._gram_tier(x[None], need_polar=True)[2][0])
+    if rows == cols:
+        # and the plain float32 Gram polar factor is far off
+        plain = torch.linalg.eigh(spectral._gram(x[None]))
+        inv_sigma = plain.eigenvalues.clamp_min(1e-30).rsqrt()
+        assert rel(spectral._polar(x[None], plain.eigenvectors, inv_sigma)[0], ref_polar) > 1e-4
+
+
+def test_refinement_refuses_what_it_cannot_resolve() -> None:
+    # one singular value ~1e-5 of the largest: the coupling left by float32 eigenvectors
+    # is too large for a first-order correction, so the refinement must decline
+    from mmcr.objectives import spectral
+
+    torch.manual_seed(1)
+    x = torch.randn(128, 128)
+    x[:, 0] = x[:, 1] + 1e-4 * torch.randn(128)
+    lam, vecs = torch.linalg.eigh(spectral._gram(x[None])[0])
+    small = int((lam < spectral.REFINE_RATIO * lam[-1]).sum())
+    assert spectral._refine_small_subspace(x, lam, vecs, small) is None
+    value, grad = grads(lambda m: nuclear_norm(m), x)
+    ref_value, ref_grad = grads(lambda m: torch.linalg.svdvals(m).sum(), x.double())
+    assert abs(float(value) - float(ref_value)) <= 1e-5 * float(ref_value)
+    assert rel(grad, ref_grad) <= 1e-4

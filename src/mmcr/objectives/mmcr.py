@@ -52,11 +52,19 @@ class _ViewsAndCentroids(torch.autograd.Function):
         ctx: Any, grad_views: torch.Tensor | None, grad_centroids: torch.Tensor | None
     ) -> torch.Tensor:
         views, norms = ctx.saved_tensors
-        grad = torch.zeros_like(views) if grad_views is None else grad_views.clone()
-        if grad_centroids is not None:
-            grad.add_(grad_centroids.unsqueeze(1), alpha=1.0 / views.shape[1])
-        radial = (grad * views).sum(dim=-1, keepdim=True)
-        return grad.sub_(views * radial).div_(norms)
+        num_views = views.shape[1]
+        if grad_views is None:
+            if grad_centroids is None:
+                return torch.zeros_like(views)
+            # every view receives grad_centroids / K: its radial part is one batched matmul
+            share = grad_centroids.unsqueeze(1) / num_views
+            radial = views @ share.mT
+            grad = torch.addcmul(share, views, radial, value=-1.0)
+        else:
+            grad = grad_views if grad_centroids is None else grad_views + grad_centroids.unsqueeze(1) / num_views
+            radial = torch.linalg.vecdot(grad, views).unsqueeze(-1)
+            grad = torch.addcmul(grad, views, radial, value=-1.0)
+        return grad.div_(norms)
 
 
 def views_and_centroids(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,10 +149,7 @@ class MMCRLoss(nn.Module):
                 )
             centroids = 0.5 * (centroids + momentum_centroids)
         num_points, dim = centroids.shape
-        # near-square centroid matrices have singular values near 0 (Marchenko-Pastur),
-        # where float32 Gram eigenvalues are too coarse: an SVD is the faster exact route
-        near_square = min(num_points, dim) >= 0.85 * max(num_points, dim)
-        global_nuc = nuclear_norm(centroids, route="svd" if near_square else "auto")
+        global_nuc = nuclear_norm(centroids)
         loss = -global_nuc
         local = torch.full((), float("nan"), dtype=global_nuc.dtype, device=global_nuc.device)
         if self.lmbda > 0:

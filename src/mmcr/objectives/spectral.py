@@ -23,6 +23,13 @@ could not resolve:
    training-like matrices). The result is kept if the estimated value error is below
    ``VALUE_RTOL`` and, when a gradient is needed, the root-mean-square error of the
    polar factor's components is below ``GRAD_RTOL`` and no eigenvalue is lost in noise.
+   A matrix that misses these only through a few small singular values (below a tenth
+   of the largest: near-square matrices such as the centroids when P ~ D, whose
+   spectrum reaches down to 0 by the Marchenko-Pastur law) keeps its large eigenpairs
+   and has the small-eigenvalue subspace refined in float64 (products of the data with
+   the float32 eigenvectors, a small float64 ``eigh``, and a first-order correction of
+   the coupling between the two subspaces), with its own error estimate: about 1.5x
+   faster than a float32 SVD at 512 x 512 and as accurate.
 2. float64 Gram + ``eigh`` for the rest. Eigenvalues below ``1000 eps lambda_max``
    (singular values below about ``5e-7 sigma_max``, the rounding level of float32
    data) are taken as exact zeros, as a rank decision; their
@@ -31,10 +38,6 @@ could not resolve:
    arbitrary singular vectors an SVD returns there.
 3. float64 SVD for matrices whose small singular values lie in the band where the
    float64 Gram route would still lose gradient accuracy.
-
-Near-square matrices (the centroids when P ~ D) have singular values near zero by the
-Marchenko-Pastur law; for them the first tier is a float32 SVD with its own accuracy
-test (``route="svd"``), since a float64 eigendecomposition costs more than that SVD.
 
 Half and bfloat16 inputs are computed in float32. Gradients stay finite for zero and
 repeated singular values.
@@ -45,6 +48,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -59,6 +63,14 @@ NOISE_FACTOR = 2.0
 
 ZERO_FACTOR_F64 = 1000.0
 """float64 eigenvalues below ``ZERO_FACTOR_F64 * eps * lambda_max`` are exact zeros."""
+
+REFINE_RATIO = 0.01
+"""Gram eigenvalues below ``REFINE_RATIO * lambda_max`` are refined in float64 when the
+float32 Gram tier misses its tolerances (singular values below a tenth of the largest)."""
+
+REFINE_MAX_FRACTION = 0.25
+"""Refinement is tried when at most this fraction of the eigenvalues is small; beyond it
+the float64 tier is cheaper."""
 
 ZERO_RATIO = math.sqrt(ZERO_FACTOR_F64 * torch.finfo(torch.float64).eps)
 """The same rule for singular values: below ``ZERO_RATIO * sigma_max`` (about 4.7e-7)."""
@@ -82,38 +94,149 @@ def _eps_lambda_max(lam: torch.Tensor) -> torch.Tensor:
     return torch.finfo(lam.dtype).eps * lam[..., -1:].clamp_min(0)
 
 
-def _eig_tier(
-    x: torch.Tensor, need_polar: bool, exact_zeros: bool
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Nuclear norms (N,), polar factors (N, m, n) or None, and an accuracy mask (N,)."""
+def _gram_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The first tier: eigenvalues of the Gram matrix in the input's precision.
+
+    Returns nuclear norms (N,), polar factors (N, m, n) or None, and an accuracy mask
+    (N,) on the CPU. Written with few tensor operations, since for small matrices their
+    count, not the eigendecomposition, sets the cost: the accuracy estimates of every
+    matrix reduce to four numbers (smallest and largest eigenvalue, sum of ``1/sigma``,
+    and the 4-norm of ``1/sigma``), checked on the host. With ``u = eps lambda_max``
+    (half the eigenvalue error ``delta``), singular value ``i`` is off by a relative
+    ``u / lambda_i``, so the value error is ``u sum_i 1/sigma_i`` and the polar factor's
+    root-mean-square error ``u sqrt(mean_i 1/sigma_i^4)``. An eigenvalue below ``delta``
+    is lost in noise: the matrix is not accepted.
+    """
+    gram = _gram(x)
+    if need_polar:
+        lam, vecs = torch.linalg.eigh(gram)
+    else:
+        lam, vecs = torch.linalg.eigvalsh(gram), None
+    # the checks run in float64 on the host: one transfer instead of a dozen kernels
+    lam64 = lam.to("cpu", torch.float64).numpy()
+    inv_sigma64 = 1.0 / np.sqrt(np.maximum(lam64, np.finfo(np.float64).tiny))
+    values64 = (lam64 * inv_sigma64).sum(-1)
+    unit = torch.finfo(x.dtype).eps * np.maximum(lam64[:, -1], 0.0)
+    with np.errstate(over="ignore"):
+        grad_err = unit * np.sqrt(np.mean(inv_sigma64**4, axis=-1))
+    ok = (
+        (lam64[:, 0] > NOISE_FACTOR * unit)
+        & (unit * inv_sigma64.sum(-1) <= VALUE_RTOL * values64)
+        & (grad_err <= GRAD_RTOL)
+    )
+    values = torch.from_numpy(values64).to(x.device, x.dtype)
+    if not need_polar:
+        return values, None, torch.from_numpy(ok)
+    assert vecs is not None
+    inv_sigma = torch.from_numpy(inv_sigma64).to(x.device, x.dtype)
+    if ok.all():
+        return values, _polar(x, vecs, inv_sigma), torch.from_numpy(ok)
+    # polar factors only where they are kept; the rest are filled by the next tiers
+    polar = torch.empty_like(x)
+    kept = np.flatnonzero(ok)
+    if kept.size > 0:
+        index = torch.from_numpy(kept).to(x.device)
+        polar[index] = _polar(x[index], vecs[index], inv_sigma[index])
+    # matrices with a few small singular values: refine their subspace in float64
+    small = (lam64 < REFINE_RATIO * lam64[:, -1:]).sum(-1)
+    for i in np.flatnonzero(~ok & (small > 0) & (small <= REFINE_MAX_FRACTION * lam64.shape[-1])):
+        transpose = x.shape[-2] <= x.shape[-1]  # the Gram matrix is X X^T: refine X^T
+        refined = _refine_small_subspace(x[i].mT if transpose else x[i], lam[i], vecs[i], int(small[i]))
+        if refined is not None:
+            values[i], polar_i = refined
+            polar[i] = polar_i.mT if transpose else polar_i
+            ok[i] = True
+    return values, polar, torch.from_numpy(ok)
+
+
+def _refine_small_subspace(
+    x: torch.Tensor, lam: torch.Tensor, vecs: torch.Tensor, num_small: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Nuclear norm and polar factor of one tall ``m x n`` matrix (``m >= n``), or None.
+
+    ``lam``, ``vecs``: the float32 eigenpairs of ``G = X^T X`` (ascending), of which the
+    first ``num_small`` (eigenvalues below ``REFINE_RATIO lambda_max``) are too coarse.
+    The large ones keep their float32 accuracy (relative error ``eps lambda_max /
+    lambda_l`` at most ``eps / REFINE_RATIO``). The small ones are recomputed in float64
+    from ``Y_S = X W_S`` (exact products of the data with the float32 basis), and the
+    coupling ``E = (X W_L)^T Y_S`` that the float32 eigenvectors leave between the two
+    subspaces is removed to first order by the Daleckii-Krein formula for
+    ``H^(-1/2)``: in the basis ``V = [W_L, V_S]``, ``(X^T X)^(-1/2)`` has off-diagonal
+    block ``M_ls = -E_ls / (s_l s_s (s_l + s_s))``, and the trace of ``H^(1/2)`` gains
+    ``-1/2 sum E_ls^2 / (s_l s_s (s_l + s_s))``. The second-order remainder of singular
+    value ``s`` is estimated as ``sum_l E_ls^2 / (lambda_l mu_s)``; the result is
+    accepted under the same value and polar-factor tolerances as the Gram tier, and
+    never when a small singular value is a numerical zero (the float64 tier decides
+    ranks): then None.
+    """
+    f64 = torch.float64
+    # contiguous float64 copies of X and X^T keep every product below in the fast
+    # (non-transposed) BLAS layout
+    x64 = x.to(f64).contiguous()
+    w_small = vecs[:, :num_small].to(f64)
+    w_large = vecs[:, num_small:]
+    y_small = x64 @ w_small
+    mu, rot = torch.linalg.eigh(y_small.mT @ y_small)
+    y_small = y_small @ rot
+    v_small = w_small @ rot
+    coupling = w_large.to(f64).mT @ (x64.mT.contiguous() @ y_small)  # (n - s) x s
+    lam_large = lam[num_small:].to(f64)
+    s_large = lam_large.sqrt()
+    s_small = mu.clamp_min(0).sqrt()
+    divided = 1.0 / (s_large[:, None] * s_small[None, :] * (s_large[:, None] + s_small[None, :]))
+    m_ls = -coupling * divided
+    value = s_large.sum() + s_small.sum() - 0.5 * (coupling.square() * divided).sum()
+    # accuracy: float32 eigenpairs in L, second-order remainder in S
+    lam_max = lam_large[-1]
+    rel_large = torch.finfo(x.dtype).eps * lam_max / lam_large
+    rel_small = (coupling.square() / lam_large[:, None]).sum(0) / mu.clamp_min(torch.finfo(f64).tiny)
+    value_err = (s_large * rel_large).sum() + (s_small * rel_small).sum()
+    grad_err = torch.cat((rel_large, rel_small)).square().mean().sqrt()
+    stats = torch.stack((value_err, grad_err, value, mu[0], lam_max)).tolist()
+    ok = (
+        stats[3] > ZERO_FACTOR_F64 * torch.finfo(f64).eps * stats[4]
+        and stats[0] <= VALUE_RTOL * stats[2]
+        and stats[1] <= GRAD_RTOL
+    )
+    if not ok:
+        return None
+    # P = X V M V^T with V = [W_L, V_S], X V = [X W_L, Y_S], M = [[L^-1/2, M_LS], [M_LS^T, mu^-1/2]].
+    # Every factor is now accurate to its own scale, so the products run in float32.
+    dtype = x.dtype
+    v_small_t = v_small.mT.to(dtype)
+    m_ls = m_ls.to(dtype)
+    right_large = (w_large / s_large.to(dtype)).mT + m_ls @ v_small_t
+    right_small = v_small_t / s_small.to(dtype)[:, None] + m_ls.mT @ w_large.mT
+    polar = x @ (w_large @ right_large) + y_small.to(dtype) @ right_small
+    return value.to(dtype), polar
+
+
+def _eig_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The float64 Gram tier: nuclear norms (N,), polar factors or None, accuracy mask (N,).
+
+    Eigenvalues below ``ZERO_FACTOR_F64 eps lambda_max`` are exact zeros (rank decision);
+    the others are accepted when the estimated errors (as in the float32 tier, with
+    float64's ``eps``) meet ``VALUE_RTOL`` and ``GRAD_RTOL``.
+    """
     gram = _gram(x)
     if need_polar:
         lam, vecs = torch.linalg.eigh(gram)
     else:
         lam, vecs = torch.linalg.eigvalsh(gram), None
     unit = _eps_lambda_max(lam)
-    delta = NOISE_FACTOR * unit
-    cut = ZERO_FACTOR_F64 * unit if exact_zeros else delta
-    zero = lam <= cut
+    zero = lam <= ZERO_FACTOR_F64 * unit
     safe_lam = torch.where(zero, torch.ones_like(lam), lam)
     sigma = torch.where(zero, torch.zeros_like(lam), safe_lam.sqrt())
     values = sigma.sum(-1)
-    rel = torch.where(zero, torch.zeros_like(lam), delta / (2 * safe_lam))
+    rel = torch.where(zero, torch.zeros_like(lam), NOISE_FACTOR * unit / (2 * safe_lam))
     value_err = (sigma * rel).sum(-1)
-    if not exact_zeros:
-        # Eigenvalues lost in rounding noise: their singular values are only known to
-        # be below sqrt(delta).
-        value_err = value_err + zero.sum(-1) * cut.squeeze(-1).sqrt()
-    tiny = torch.finfo(x.dtype).tiny
-    ok = value_err <= VALUE_RTOL * values.clamp_min(tiny)
+    ok = value_err <= VALUE_RTOL * values.clamp_min(torch.finfo(x.dtype).tiny)
     polar = None
     if need_polar:
         assert vecs is not None
         kept = (~zero).sum(-1).clamp_min(1)
         grad_err = ((rel**2).sum(-1) / kept).sqrt()
         ok = ok & (grad_err <= GRAD_RTOL)
-        if not exact_zeros:
-            ok = ok & ~zero.any(-1)
         polar = _polar(x, vecs, torch.where(zero, torch.zeros_like(lam), safe_lam.rsqrt()))
     return values, polar, ok
 
@@ -159,8 +282,8 @@ def _nuclear_norm_impl(
 
     ``route``: ``"auto"`` starts at the float32 Gram tier; ``"float64"`` at the float64
     Gram tier (matrices known to be ill-conditioned, e.g. views of one sample);
-    ``"svd"`` at a float32 SVD (near-square matrices, whose smallest singular values
-    are near 0 and for which a float64 eigendecomposition costs more than an SVD).
+    ``"svd"`` at a float32 SVD (to compare with, or for matrices known to be too
+    ill-conditioned for the Gram refinement).
     Matrices a tier cannot resolve go on to the float64 Gram tier, then a float64 SVD.
     Results come back in the input's working precision.
     """
@@ -169,17 +292,19 @@ def _nuclear_norm_impl(
     if route == "svd" and out_dtype == torch.float32:
         values, polar, ok = _svd_tier(xw, need_polar)
     elif route == "float64" or out_dtype == torch.float64:
-        values, polar, ok = _eig_tier(xw.to(torch.float64), need_polar, exact_zeros=True)
+        values, polar, ok = _eig_tier(xw.to(torch.float64), need_polar)
     else:
-        values, polar, ok = _eig_tier(xw, need_polar, exact_zeros=False)
+        values, polar, ok = _gram_tier(xw, need_polar)
     first_is_f64 = values.dtype == torch.float64
-    redo = (~ok).nonzero().squeeze(-1)
+    if bool(ok.all()):
+        return values.to(out_dtype), None if polar is None else polar.to(out_dtype)
+    redo = (~ok.cpu()).nonzero().squeeze(-1).to(x.device)
     if redo.numel() > 0:
         x64 = xw.index_select(0, redo).to(torch.float64)
         if first_is_f64:
             v64, p64, ok64 = values[redo], None if polar is None else polar[redo], ok[redo]
         else:
-            v64, p64, ok64 = _eig_tier(x64, need_polar, exact_zeros=True)
+            v64, p64, ok64 = _eig_tier(x64, need_polar)
         bad = (~ok64).nonzero().squeeze(-1)
         if bad.numel() > 0:
             v_svd, p_svd, _ = _svd_tier(x64.index_select(0, bad), need_polar)
@@ -222,7 +347,7 @@ def nuclear_norm(x: torch.Tensor, route: str = "auto") -> torch.Tensor:
     Results come in float32 for half/bfloat16/float32 inputs and float64 for float64.
     ``route`` picks the first tier (see :func:`_nuclear_norm_impl`): ``"auto"``,
     ``"float64"`` (ill-conditioned matrices such as the views of one sample) or ``"svd"``
-    (near-square matrices); later tiers guarantee the accuracy whatever the route.
+    (a float32 SVD first); later tiers guarantee the accuracy whatever the route.
     """
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
