@@ -131,7 +131,8 @@ def test_float64_gradcheck() -> None:
     torch.manual_seed(0)
     for shape in [(6, 3, 5), (4, 2, 9), (7, 1, 3)]:
         z = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda x: MMCRLoss(lmbda=0.3)(x), (z,))
+        for lmbda in (0.0, 0.3):  # centroids alone, and views + centroids
+            assert torch.autograd.gradcheck(lambda x, lm=lmbda: MMCRLoss(lmbda=lm)(x), (z,))
     x = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(nuclear_norm, (x,))
 
@@ -349,3 +350,15 @@ def test_refinement_refuses_what_it_cannot_resolve() -> None:
     ref_value, ref_grad = grads(lambda m: torch.linalg.svdvals(m).sum(), x.double())
     assert abs(float(value) - float(ref_value)) <= 1e-5 * float(ref_value)
     assert rel(grad, ref_grad) <= 1e-4
+
+
+def test_views_and_centroids_gradients_from_either_output() -> None:
+    from mmcr.objectives.mmcr import centroids_of, views_and_centroids
+
+    torch.manual_seed(0)
+    z = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: views_and_centroids(x)[1], (z,))
+    assert torch.autograd.gradcheck(lambda x: views_and_centroids(x)[0], (z,))
+    assert torch.autograd.gradcheck(lambda x: views_and_centroids(x)[0].sum() + views_and_centroids(x)[1].sum(), (z,))
+    assert torch.autograd.gradcheck(centroids_of, (z,))
+    assert torch.allclose(centroids_of(z), views_and_centroids(z)[1])

@@ -24,13 +24,13 @@ def check_coefficient(name: str, value: float, *, positive: bool = False, note: 
     return float(value)
 
 
-def check_views(z: torch.Tensor, *, min_views: int = 1, name: str = "z") -> None:
+def check_views(z: torch.Tensor, *, min_views: int = 1, name: str = "z", finite: bool = True) -> None:
     """Validate a ``(B, K, D)`` tensor of multi-view embeddings.
 
     Raises ``ValueError`` with a sentence naming what was expected and what came:
     wrong type or number of dimensions, fewer than two samples, fewer than
     ``min_views`` views, an empty embedding dimension, or non-finite values (which
-    are never dropped silently).
+    are never dropped silently; ``finite=False`` leaves that test to the caller).
     """
     if not isinstance(z, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape (B, K, D), got {type(z).__name__}")
@@ -50,7 +50,8 @@ def check_views(z: torch.Tensor, *, min_views: int = 1, name: str = "z") -> None
         raise ValueError(f"{name} needs an embedding dimension D >= 1, got D = {d}")
     if not z.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {z.dtype}")
-    check_finite(z, name=name)
+    if finite:
+        check_finite(z, name=name)
 
 
 def check_finite(x: torch.Tensor, *, name: str = "z", step: int | None = None) -> None:

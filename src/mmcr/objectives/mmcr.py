@@ -41,7 +41,7 @@ class _ViewsAndCentroids(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        norms = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(1e-12)
+        norms = _checked_norms(z)
         views = z / norms
         ctx.save_for_backward(views, norms)
         return views, views.mean(dim=1)
@@ -52,19 +52,56 @@ class _ViewsAndCentroids(torch.autograd.Function):
         ctx: Any, grad_views: torch.Tensor | None, grad_centroids: torch.Tensor | None
     ) -> torch.Tensor:
         views, norms = ctx.saved_tensors
-        num_views = views.shape[1]
+        share = None if grad_centroids is None else grad_centroids.unsqueeze(1) / views.shape[1]
         if grad_views is None:
-            if grad_centroids is None:
-                return torch.zeros_like(views)
-            # every view receives grad_centroids / K: its radial part is one batched matmul
-            share = grad_centroids.unsqueeze(1) / num_views
-            radial = views @ share.mT
-            grad = torch.addcmul(share, views, radial, value=-1.0)
+            grad = torch.zeros_like(views) if share is None else share.expand_as(views).clone()
         else:
-            grad = grad_views if grad_centroids is None else grad_views + grad_centroids.unsqueeze(1) / num_views
-            radial = torch.linalg.vecdot(grad, views).unsqueeze(-1)
-            grad = torch.addcmul(grad, views, radial, value=-1.0)
-        return grad.div_(norms)
+            grad = grad_views.clone() if share is None else grad_views + share
+        # project on the tangent space of the sphere, in place: no further (B, K, D) buffer
+        radial = torch.linalg.vecdot(grad, views).unsqueeze(-1)
+        return grad.addcmul_(views, radial, value=-1.0).div_(norms)
+
+
+class _Centroids(torch.autograd.Function):
+    """Centroids ``mean_k z[:, k] / ||z[:, k]||`` (B, D) without materialising the views.
+
+    Forward is one norm and one batched matrix product; the backward writes the gradient
+    ``g / (K ||z||) - z (z . g) / (K ||z||^3)`` into its output with no other (B, K, D)
+    buffer. On CPUs each fresh buffer of that size costs page faults, which at small D
+    weigh as much as the arithmetic.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor) -> torch.Tensor:
+        norms = _checked_norms(z)
+        ctx.save_for_backward(z, norms)
+        weights = (norms.reciprocal() / z.shape[1]).mT  # (B, 1, K)
+        return (weights @ z).squeeze(1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_centroids: torch.Tensor) -> torch.Tensor:
+        z, norms = ctx.saved_tensors
+        share = grad_centroids.unsqueeze(1) / z.shape[1]  # (B, 1, D)
+        inv_norms = norms.reciprocal()
+        radial = (z @ share.mT) * inv_norms.pow(3)  # (B, K, 1)
+        grad = z * radial.neg_()
+        return grad.addcmul_(share, inv_norms)
+
+
+def _checked_norms(z: torch.Tensor) -> torch.Tensor:
+    """``||z[b, k]||`` (B, K, 1), clamped away from 0; raises if ``z`` is not finite."""
+    norms = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+    # a NaN or infinite value makes its view's norm non-finite: one small sum tests all
+    if not bool(torch.isfinite(norms.sum())):
+        check_finite(z)
+    return norms.clamp_min_(1e-12)
+
+
+def centroids_of(z: torch.Tensor) -> torch.Tensor:
+    """Differentiable centroids of the unit-normalised views of raw ``(B, K, D)`` embeddings."""
+    out: torch.Tensor = _Centroids.apply(z)
+    return out
 
 
 def views_and_centroids(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +162,23 @@ class MMCRLoss(nn.Module):
             "lmbda", lmbda, note="a negative weight would reward spreading the views of one sample apart"
         )
         self.distributed = distributed
-        self.components: dict[str, torch.Tensor] = {}
+        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int, int] | None = None
+
+    @property
+    def components(self) -> dict[str, torch.Tensor]:
+        """Detached parts of the last loss (empty before the first call), built on access."""
+        if self._last is None:
+            return {}
+        loss, global_nuc, local, num_points, dim = self._last
+        if local is None:
+            local = torch.full((), float("nan"), dtype=global_nuc.dtype, device=global_nuc.device)
+        return {
+            "loss": loss,
+            "global_nuclear_norm": global_nuc,
+            "local_nuclear_norm": local,
+            "ppe": 1.0 - global_nuc / max_nuclear_norm(num_points, dim),
+            "batch_size": torch.tensor(num_points),
+        }
 
     def extra_repr(self) -> str:
         return f"lmbda={self.lmbda}, distributed={self.distributed}"
@@ -134,8 +187,11 @@ class MMCRLoss(nn.Module):
         return gather_with_grad(x) if self.distributed and is_distributed() else x
 
     def forward(self, z: torch.Tensor, z_momentum: torch.Tensor | None = None) -> torch.Tensor:
-        check_views(z)
-        views, local_centroids = views_and_centroids(_to_spectral(z))
+        check_views(z, finite=False)  # finiteness is checked on the norms, in one pass with them
+        if self.lmbda > 0:
+            views, local_centroids = views_and_centroids(_to_spectral(z))
+        else:
+            views, local_centroids = None, centroids_of(_to_spectral(z))
         centroids = self._gather(local_centroids)
         if z_momentum is not None:
             if z_momentum.shape != z.shape:
@@ -151,18 +207,17 @@ class MMCRLoss(nn.Module):
         num_points, dim = centroids.shape
         global_nuc = nuclear_norm(centroids)
         loss = -global_nuc
-        local = torch.full((), float("nan"), dtype=global_nuc.dtype, device=global_nuc.device)
-        if self.lmbda > 0:
+        local = None
+        if views is not None:
             local = self._gather(local_nuclear_norms(views)).mean()
             loss = loss + self.lmbda * local
-        with torch.no_grad():
-            self.components = {
-                "loss": loss.detach(),
-                "global_nuclear_norm": global_nuc.detach(),
-                "local_nuclear_norm": local.detach(),
-                "ppe": 1.0 - global_nuc.detach() / max_nuclear_norm(num_points, dim),
-                "batch_size": torch.tensor(num_points),
-            }
+        self._last = (
+            loss.detach(),
+            global_nuc.detach(),
+            None if local is None else local.detach(),
+            num_points,
+            dim,
+        )
         return loss
 
 
