@@ -362,3 +362,28 @@ def test_views_and_centroids_gradients_from_either_output() -> None:
     assert torch.autograd.gradcheck(lambda x: views_and_centroids(x)[0].sum() + views_and_centroids(x)[1].sum(), (z,))
     assert torch.autograd.gradcheck(centroids_of, (z,))
     assert torch.allclose(centroids_of(z), views_and_centroids(z)[1])
+
+
+def test_local_term_route_follows_the_views_and_never_changes_the_result() -> None:
+    torch.manual_seed(0)
+    spread = torch.randn(64, 4, 256)  # independent views: float32 Gram tier suffices
+    close = torch.randn(64, 1, 256) + 1e-3 * torch.randn(64, 4, 256)  # near-identical views
+    for z, route in ((spread, "auto"), (close, "float64")):
+        loss_fn = MMCRLoss(lmbda=0.1)
+        first_value, first_grad = grads(loss_fn, z)
+        assert loss_fn._local_route == route
+        again_value, again_grad = grads(loss_fn, z)  # second call starts at the chosen route
+        ref_value, ref_grad = grads(lambda x: reference_loss(x, 0.1), z.double())
+        for value, grad in ((first_value, first_grad), (again_value, again_grad)):
+            assert abs(float(value) - float(ref_value)) <= 1e-5 * abs(float(ref_value))
+            assert rel(grad, ref_grad) <= 1e-4
+
+
+@pytest.mark.parametrize("route", ["auto", "float64"])
+def test_report_gives_the_float32_tier_share(route: str) -> None:
+    torch.manual_seed(0)
+    good = torch.randn(3, 4, 64)
+    bad = torch.randn(2, 1, 64).expand(2, 4, 64) + 1e-4 * torch.randn(2, 4, 64)
+    report: dict[str, float] = {}
+    nuclear_norm(torch.cat([good, bad]), route=route, report=report)
+    assert report["float32_share"] == pytest.approx(3 / 5)

@@ -110,19 +110,22 @@ def views_and_centroids(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return out
 
 
-def local_nuclear_norms(views: torch.Tensor) -> torch.Tensor:
+def local_nuclear_norms(
+    views: torch.Tensor, route: str = "float64", report: dict[str, float] | None = None
+) -> torch.Tensor:
     """``||Z_n||_*`` for every sample of unit-normalised ``views`` (B, K, D): shape (B,).
 
     K = 2 uses the closed form of :func:`two_view_nuclear_norm`; other K the Gram route
-    of :func:`nuclear_norm` on the K x D view matrices.
+    of :func:`nuclear_norm` on the K x D view matrices, starting at ``route``: views of
+    one sample close to each other have K x K Gram matrices with one dominant eigenvalue
+    and K - 1 small ones, for which ``"float64"`` is the faster start; spread-out views
+    are resolved by the float32 tier (``"auto"``). ``report`` as in :func:`nuclear_norm`.
     """
     if views.shape[1] == 2:
         return two_view_nuclear_norm(views[:, 0], views[:, 1])
     if views.shape[1] == 1:
         return torch.linalg.vector_norm(views[:, 0], dim=-1)
-    # views of one sample are close to each other, so their K x K Gram matrices have one
-    # dominant eigenvalue and K - 1 small ones: float64 from the start
-    return nuclear_norm(views, route="float64")
+    return nuclear_norm(views, route=route, report=report)
 
 
 def max_nuclear_norm(num_points: int, dim: int) -> float:
@@ -162,6 +165,9 @@ class MMCRLoss(nn.Module):
             "lmbda", lmbda, note="a negative weight would reward spreading the views of one sample apart"
         )
         self.distributed = distributed
+        # route of the local term's first tier, chosen from the previous batch (speed only:
+        # the result is exact either way)
+        self._local_route = "float64"
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int, int] | None = None
 
     @property
@@ -209,7 +215,10 @@ class MMCRLoss(nn.Module):
         loss = -global_nuc
         local = None
         if views is not None:
-            local = self._gather(local_nuclear_norms(views)).mean()
+            report: dict[str, float] = {}
+            local = self._gather(local_nuclear_norms(views, self._local_route, report)).mean()
+            if "float32_share" in report:
+                self._local_route = "auto" if report["float32_share"] >= 0.5 else "float64"
             loss = loss + self.lmbda * local
         self._last = (
             loss.detach(),

@@ -94,6 +94,26 @@ def _eps_lambda_max(lam: torch.Tensor) -> torch.Tensor:
     return torch.finfo(lam.dtype).eps * lam[..., -1:].clamp_min(0)
 
 
+def _float32_gram_checks(lam64: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accuracy of the float32 Gram tier from ascending eigenvalues (N, s) in float64.
+
+    Returns the acceptance mask (N,), nuclear norms (N,) and ``1/sigma`` (N, s). Applied
+    to float32 eigenvalues it is the tier's own test; applied to float64 eigenvalues it
+    tells whether the float32 tier would have accepted the same matrices.
+    """
+    inv_sigma64 = 1.0 / np.sqrt(np.maximum(lam64, np.finfo(np.float64).tiny))
+    values64 = (lam64 * inv_sigma64).sum(-1)
+    unit = float(torch.finfo(torch.float32).eps) * np.maximum(lam64[:, -1], 0.0)
+    with np.errstate(over="ignore"):
+        grad_err = unit * np.sqrt(np.mean(inv_sigma64**4, axis=-1))
+    ok = (
+        (lam64[:, 0] > NOISE_FACTOR * unit)
+        & (unit * inv_sigma64.sum(-1) <= VALUE_RTOL * values64)
+        & (grad_err <= GRAD_RTOL)
+    )
+    return ok, values64, inv_sigma64
+
+
 def _gram_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The first tier: eigenvalues of the Gram matrix in the input's precision.
 
@@ -114,16 +134,7 @@ def _gram_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.T
         lam, vecs = torch.linalg.eigvalsh(gram), None
     # the checks run in float64 on the host: one transfer instead of a dozen kernels
     lam64 = lam.to("cpu", torch.float64).numpy()
-    inv_sigma64 = 1.0 / np.sqrt(np.maximum(lam64, np.finfo(np.float64).tiny))
-    values64 = (lam64 * inv_sigma64).sum(-1)
-    unit = torch.finfo(x.dtype).eps * np.maximum(lam64[:, -1], 0.0)
-    with np.errstate(over="ignore"):
-        grad_err = unit * np.sqrt(np.mean(inv_sigma64**4, axis=-1))
-    ok = (
-        (lam64[:, 0] > NOISE_FACTOR * unit)
-        & (unit * inv_sigma64.sum(-1) <= VALUE_RTOL * values64)
-        & (grad_err <= GRAD_RTOL)
-    )
+    ok, values64, inv_sigma64 = _float32_gram_checks(lam64)
     values = torch.from_numpy(values64).to(x.device, x.dtype)
     if not need_polar:
         return values, None, torch.from_numpy(ok)
@@ -211,18 +222,23 @@ def _refine_small_subspace(
     return value.to(dtype), polar
 
 
-def _eig_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def _eig_tier(
+    x: torch.Tensor, need_polar: bool, report: dict[str, float] | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The float64 Gram tier: nuclear norms (N,), polar factors or None, accuracy mask (N,).
 
     Eigenvalues below ``ZERO_FACTOR_F64 eps lambda_max`` are exact zeros (rank decision);
     the others are accepted when the estimated errors (as in the float32 tier, with
-    float64's ``eps``) meet ``VALUE_RTOL`` and ``GRAD_RTOL``.
+    float64's ``eps``) meet ``VALUE_RTOL`` and ``GRAD_RTOL``. With ``report``, stores
+    there the share of the matrices the float32 tier would have accepted.
     """
     gram = _gram(x)
     if need_polar:
         lam, vecs = torch.linalg.eigh(gram)
     else:
         lam, vecs = torch.linalg.eigvalsh(gram), None
+    if report is not None:
+        report["float32_share"] = float(_float32_gram_checks(lam.to("cpu").numpy())[0].mean())
     unit = _eps_lambda_max(lam)
     zero = lam <= ZERO_FACTOR_F64 * unit
     safe_lam = torch.where(zero, torch.ones_like(lam), lam)
@@ -276,7 +292,7 @@ def _svd_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Te
 
 
 def _nuclear_norm_impl(
-    x: torch.Tensor, need_polar: bool, route: str = "auto"
+    x: torch.Tensor, need_polar: bool, route: str = "auto", report: dict[str, float] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Tiered evaluation on a (N, m, n) batch; returns values (N,) and polar (N, m, n).
 
@@ -285,16 +301,21 @@ def _nuclear_norm_impl(
     ``"svd"`` at a float32 SVD (to compare with, or for matrices known to be too
     ill-conditioned for the Gram refinement).
     Matrices a tier cannot resolve go on to the float64 Gram tier, then a float64 SVD.
-    Results come back in the input's working precision.
+    Results come back in the input's working precision. ``report`` (a dict), if given,
+    receives ``"float32_share"``: the share of the matrices the float32 Gram tier
+    accepted (route ``"auto"``) or would have accepted (route ``"float64"``), from which
+    a caller with a stream of similar batches can pick the next call's route.
     """
     out_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     xw = x.to(out_dtype)
     if route == "svd" and out_dtype == torch.float32:
         values, polar, ok = _svd_tier(xw, need_polar)
     elif route == "float64" or out_dtype == torch.float64:
-        values, polar, ok = _eig_tier(xw.to(torch.float64), need_polar)
+        values, polar, ok = _eig_tier(xw.to(torch.float64), need_polar, report)
     else:
         values, polar, ok = _gram_tier(xw, need_polar)
+        if report is not None:
+            report["float32_share"] = float(ok.double().mean())
     first_is_f64 = values.dtype == torch.float64
     if bool(ok.all()):
         return values.to(out_dtype), None if polar is None else polar.to(out_dtype)
@@ -319,25 +340,25 @@ def _nuclear_norm_impl(
 
 class _NuclearNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, route: str) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, route: str, report: dict[str, float] | None) -> torch.Tensor:
         batch_shape = x.shape[:-2]
         flat = x.reshape(-1, x.shape[-2], x.shape[-1])
-        values, polar = _nuclear_norm_impl(flat, need_polar=ctx.needs_input_grad[0], route=route)
+        values, polar = _nuclear_norm_impl(flat, ctx.needs_input_grad[0], route, report)
         if polar is not None:
             ctx.save_for_backward(polar.reshape(x.shape))
         return values.reshape(batch_shape)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (polar,) = ctx.saved_tensors
-        return grad.to(polar.dtype)[..., None, None] * polar, None
+        return grad.to(polar.dtype)[..., None, None] * polar, None, None
 
 
 ROUTES = ("auto", "float64", "svd")
 
 
-def nuclear_norm(x: torch.Tensor, route: str = "auto") -> torch.Tensor:
+def nuclear_norm(x: torch.Tensor, route: str = "auto", report: dict[str, float] | None = None) -> torch.Tensor:
     """Nuclear norm of every matrix in ``x`` of shape ``(..., m, n)``; returns shape ``(...)``.
 
     Matches ``torch.linalg.svdvals(x).sum(-1)`` (relative error below about 1e-6 in
@@ -348,6 +369,8 @@ def nuclear_norm(x: torch.Tensor, route: str = "auto") -> torch.Tensor:
     ``route`` picks the first tier (see :func:`_nuclear_norm_impl`): ``"auto"``,
     ``"float64"`` (ill-conditioned matrices such as the views of one sample) or ``"svd"``
     (a float32 SVD first); later tiers guarantee the accuracy whatever the route.
+    ``report``: an optional dict that receives ``"float32_share"`` (see
+    :func:`_nuclear_norm_impl`).
     """
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
@@ -357,7 +380,7 @@ def nuclear_norm(x: torch.Tensor, route: str = "auto") -> torch.Tensor:
         raise ValueError(f"nuclear_norm needs non-empty matrices, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"nuclear_norm needs a floating-point tensor, got dtype {x.dtype}")
-    out: torch.Tensor = _NuclearNorm.apply(x, route)
+    out: torch.Tensor = _NuclearNorm.apply(x, route, report)
     return out
 
 
