@@ -359,7 +359,9 @@ def test_views_and_centroids_gradients_from_either_output() -> None:
     z = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: views_and_centroids(x)[1], (z,))
     assert torch.autograd.gradcheck(lambda x: views_and_centroids(x)[0], (z,))
-    assert torch.autograd.gradcheck(lambda x: views_and_centroids(x)[0].sum() + views_and_centroids(x)[1].sum(), (z,))
+    assert torch.autograd.gradcheck(
+        lambda x: views_and_centroids(x)[0].sum() + views_and_centroids(x)[1].sum(), (z,)
+    )
     assert torch.autograd.gradcheck(centroids_of, (z,))
     assert torch.allclose(centroids_of(z), views_and_centroids(z)[1])
 

@@ -358,7 +358,9 @@ class _NuclearNorm(torch.autograd.Function):
 ROUTES = ("auto", "float64", "svd")
 
 
-def nuclear_norm(x: torch.Tensor, route: str = "auto", report: dict[str, float] | None = None) -> torch.Tensor:
+def nuclear_norm(
+    x: torch.Tensor, route: str = "auto", report: dict[str, float] | None = None
+) -> torch.Tensor:
     """Nuclear norm of every matrix in ``x`` of shape ``(..., m, n)``; returns shape ``(...)``.
 
     Matches ``torch.linalg.svdvals(x).sum(-1)`` (relative error below about 1e-6 in
