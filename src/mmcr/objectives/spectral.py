@@ -85,6 +85,9 @@ def _gram(x: torch.Tensor) -> torch.Tensor:
 def _polar(x: torch.Tensor, vecs: torch.Tensor, inv_sigma: torch.Tensor) -> torch.Tensor:
     """U V^T from the eigenvectors of the smaller Gram matrix and 1/sigma (0 where dropped)."""
     m, n = x.shape[-2:]
+    if x.shape[0] == 1:  # one matrix (the global centroids): 2-D products skip batching overhead
+        proj = (vecs[0] * inv_sigma[0]) @ vecs[0].T
+        return (proj @ x[0] if m <= n else x[0] @ proj).unsqueeze(0)
     proj = (vecs * inv_sigma.unsqueeze(-2)) @ vecs.mT
     return proj @ x if m <= n else x @ proj
 
@@ -101,15 +104,19 @@ def _float32_gram_checks(lam64: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     to float32 eigenvalues it is the tier's own test; applied to float64 eigenvalues it
     tells whether the float32 tier would have accepted the same matrices.
     """
-    inv_sigma64 = 1.0 / np.sqrt(np.maximum(lam64, np.finfo(np.float64).tiny))
-    values64 = (lam64 * inv_sigma64).sum(-1)
-    unit = float(torch.finfo(torch.float32).eps) * np.maximum(lam64[:, -1], 0.0)
-    with np.errstate(over="ignore"):
-        grad_err = unit * np.sqrt(np.mean(inv_sigma64**4, axis=-1))
+    # scale-free: r = lambda / lambda_max; below 1e-60 a matrix is rejected anyway, and the
+    # clamp keeps 1/r^2 finite
+    lam_max = np.maximum(lam64[:, -1:], np.finfo(np.float64).tiny)
+    inv_root_r = np.sqrt(lam_max / np.maximum(lam64, 1e-60 * lam_max))  # sigma_max / sigma_i
+    inv_sigma64 = inv_root_r / np.sqrt(lam_max)
+    roots = np.sqrt(np.maximum(lam64, 0.0))
+    values64 = roots.sum(-1)
+    # with u = eps lambda_max: value error u sum 1/sigma, polar error u sqrt(mean 1/sigma^4)
+    eps = float(torch.finfo(torch.float32).eps)
     ok = (
-        (lam64[:, 0] > NOISE_FACTOR * unit)
-        & (unit * inv_sigma64.sum(-1) <= VALUE_RTOL * values64)
-        & (grad_err <= GRAD_RTOL)
+        (lam64[:, 0] > NOISE_FACTOR * eps * lam_max[:, 0])
+        & (eps * inv_root_r.sum(-1) <= VALUE_RTOL * values64 / np.sqrt(lam_max[:, 0]))
+        & (np.square(np.square(inv_root_r)).mean(-1) <= (GRAD_RTOL / eps) ** 2)
     )
     return ok, values64, inv_sigma64
 
