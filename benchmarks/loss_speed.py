@@ -83,7 +83,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats per case (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--json", type=Path, default=Path("results/loss_speed.json"), help="output JSON path")
+    parser.add_argument(
+        "--case", action="append", metavar="B,K,D", help="run only this case (repeatable); default: all six"
+    )
     args = parser.parse_args()
+    cases = CASES
+    if args.case:
+        try:
+            cases = [tuple(int(v) for v in c.split(",")) for c in args.case]
+        except ValueError:
+            parser.error(f"--case takes B,K,D with three integers, got {args.case}")
+        if any(len(c) != 3 or min(c) < 1 for c in cases):
+            parser.error(f"--case takes B,K,D with three positive integers, got {args.case}")
     torch.set_num_threads(args.threads)
 
     rows = []
@@ -93,7 +104,7 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    for b, k, d in CASES:
+    for b, k, d in cases:
         z = make_views(b, k, d, seed=b * 7 + k * 3 + d)
         for lmbda in LAMBDAS:
             ours = MMCRLoss(lmbda=lmbda, distributed=False)
