@@ -17,6 +17,7 @@ direction plus noise, so views of one sample are correlated as after some traini
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import platform
@@ -24,6 +25,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -57,7 +59,8 @@ def time_pair(a: Callable[[], object], b: Callable[[], object], repeats: int) ->
     b()
     # millisecond-scale cases get more repeats, so their medians are not timer noise
     repeats = max(repeats, min(200, int(0.25 / max(time.perf_counter() - t0, 1e-6))))
-    times_a, times_b = [], []
+    times_a: list[float] = []
+    times_b: list[float] = []
     for _ in range(repeats):
         for fn, times in ((a, times_a), (b, times_b)):
             t0 = time.perf_counter()
@@ -80,14 +83,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per case (median reported)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per case and round (at least)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all cases (median ratio reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--json", type=Path, default=Path("results/loss_speed.json"), help="output JSON path")
     parser.add_argument(
         "--case", action="append", metavar="B,K,D", help="run only this case (repeatable); default: all six"
     )
     args = parser.parse_args()
-    cases = CASES
+    cases: list[tuple[int, ...]] = list(CASES)
     if args.case:
         try:
             cases = [tuple(int(v) for v in c.split(",")) for c in args.case]
@@ -95,51 +99,59 @@ def main() -> None:
             parser.error(f"--case takes B,K,D with three integers, got {args.case}")
         if any(len(c) != 3 or min(c) < 1 for c in cases):
             parser.error(f"--case takes B,K,D with three positive integers, got {args.case}")
+    if args.rounds < 1 or args.repeats < 1:
+        parser.error("--rounds and --repeats must be at least 1")
     torch.set_num_threads(args.threads)
 
-    rows = []
+    # Every (case, lmbda) pair is timed in several rounds spread over the whole run, so a
+    # slow spell of a shared machine hits a round of every case, not all rounds of one;
+    # the speed-up reported is the median of the rounds' ratios.
+    Timed = Callable[[], object]
+    setups: list[tuple[dict[str, Any], Timed, Timed, list[tuple[float, float]]]] = []
+    for b, k, d in cases:
+        z = make_views(b, k, d, seed=b * 7 + k * 3 + d)
+        for lmbda in LAMBDAS:
+            ours = MMCRLoss(lmbda=lmbda, distributed=False)
+            plain = functools.partial(plain_loss, lmbda=lmbda)
+            loss_ours, grad_ours = forward_backward(ours, z)
+            loss_plain, grad_plain = forward_backward(plain, z)
+            _, grad_f64 = forward_backward(plain, z.double())
+            row: dict[str, Any] = {
+                "B": b,
+                "K": k,
+                "D": d,
+                "lmbda": lmbda,
+                "loss_rel_diff": abs(loss_ours - loss_plain) / abs(loss_plain),
+                "grad_rel_diff": float((grad_ours - grad_plain).norm() / grad_plain.norm()),
+                "plain_grad_err_vs_float64": float((grad_plain.double() - grad_f64).norm() / grad_f64.norm()),
+                "mmcr_grad_err_vs_float64": float((grad_ours.double() - grad_f64).norm() / grad_f64.norm()),
+            }
+            timed_plain = functools.partial(forward_backward, plain, z)
+            setups.append((row, timed_plain, functools.partial(forward_backward, ours, z), []))
+    for round_index in range(args.rounds):
+        print(f"round {round_index + 1}/{args.rounds}", flush=True)
+        for _, timed_plain, timed_ours, timings in setups:
+            timings.append(time_pair(timed_plain, timed_ours, args.repeats))
+
     header = (
         f"{'B':>5} {'K':>3} {'D':>5} {'lmbda':>6} {'plain ms':>9} {'mmcr ms':>8} {'speed-up':>8} "
         f"{'loss rel':>9} {'grad rel':>9} {'plain err':>9} {'mmcr err':>9}"
     )
     print(header)
     print("-" * len(header))
-    for b, k, d in cases:
-        z = make_views(b, k, d, seed=b * 7 + k * 3 + d)
-        for lmbda in LAMBDAS:
-            ours = MMCRLoss(lmbda=lmbda, distributed=False)
-            loss_ours, grad_ours = forward_backward(ours, z)
-            loss_plain, grad_plain = forward_backward(lambda x, lm=lmbda: plain_loss(x, lm), z)
-            loss_rel = abs(loss_ours - loss_plain) / abs(loss_plain)
-            grad_rel = float((grad_ours - grad_plain).norm() / grad_plain.norm())
-            _, grad_f64 = forward_backward(lambda x, lm=lmbda: plain_loss(x, lm), z.double())
-            plain_err = float((grad_plain.double() - grad_f64).norm() / grad_f64.norm())
-            ours_err = float((grad_ours.double() - grad_f64).norm() / grad_f64.norm())
-            t_plain, t_ours = time_pair(
-                lambda lm=lmbda, z=z: forward_backward(lambda x: plain_loss(x, lm), z),
-                lambda fn=ours, z=z: forward_backward(fn, z),
-                args.repeats,
-            )
-            row = {
-                "B": b,
-                "K": k,
-                "D": d,
-                "lmbda": lmbda,
-                "plain_ms": t_plain * 1e3,
-                "mmcr_ms": t_ours * 1e3,
-                "speedup": t_plain / t_ours,
-                "loss_rel_diff": loss_rel,
-                "grad_rel_diff": grad_rel,
-                "plain_grad_err_vs_float64": plain_err,
-                "mmcr_grad_err_vs_float64": ours_err,
-            }
-            rows.append(row)
-            print(
-                f"{b:>5} {k:>3} {d:>5} {lmbda:>6} {row['plain_ms']:>9.2f} {row['mmcr_ms']:>8.2f} "
-                f"{row['speedup']:>7.2f}x {loss_rel:>9.1e} {grad_rel:>9.1e} "
-                f"{plain_err:>9.1e} {ours_err:>9.1e}",
-                flush=True,
-            )
+    rows: list[dict[str, Any]] = []
+    for row, _, _, timings in setups:
+        row["plain_ms"] = statistics.median(t for t, _ in timings) * 1e3
+        row["mmcr_ms"] = statistics.median(t for _, t in timings) * 1e3
+        row["speedup"] = statistics.median(t_plain / t_ours for t_plain, t_ours in timings)
+        row["round_speedups"] = [t_plain / t_ours for t_plain, t_ours in timings]
+        rows.append(row)
+        print(
+            f"{row['B']:>5} {row['K']:>3} {row['D']:>5} {row['lmbda']:>6} {row['plain_ms']:>9.2f} "
+            f"{row['mmcr_ms']:>8.2f} {row['speedup']:>7.2f}x {row['loss_rel_diff']:>9.1e} "
+            f"{row['grad_rel_diff']:>9.1e} {row['plain_grad_err_vs_float64']:>9.1e} "
+            f"{row['mmcr_grad_err_vs_float64']:>9.1e}"
+        )
     geo = math.exp(sum(math.log(r["speedup"]) for r in rows) / len(rows))
     slowest = min(r["speedup"] for r in rows)
     print("-" * len(header))
@@ -150,6 +162,7 @@ def main() -> None:
         "threads": args.threads,
         "machine": platform.processor() or platform.machine(),
         "repeats": args.repeats,
+        "rounds": args.rounds,
         "rows": rows,
         "geometric_mean_speedup": geo,
         "min_speedup": slowest,
