@@ -389,3 +389,14 @@ def test_report_gives_the_float32_tier_share(route: str) -> None:
     report: dict[str, float] = {}
     nuclear_norm(torch.cat([good, bad]), route=route, report=report)
     assert report["float32_share"] == pytest.approx(3 / 5)
+
+
+def test_near_square_rank_deficient_matrix_gives_minimum_norm_subgradient() -> None:
+    # two exact zeros among near-zero singular values: the refinement must not decide the
+    # rank; the float64 tier does, and the gradient is the minimum-norm subgradient
+    torch.manual_seed(5)
+    x = torch.randn(128, 126) @ torch.randn(126, 128) / 10
+    value, grad = grads(lambda m: nuclear_norm(m), x)
+    ref_value, ref_grad = grads(lambda m: _SubgradientNuclearNorm.apply(m), x.double())
+    assert abs(float(value) - float(ref_value)) <= 1e-5 * float(ref_value)
+    assert rel(grad, ref_grad) <= 1e-4
