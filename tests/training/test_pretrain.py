@@ -145,3 +145,10 @@ def test_checkpoints_refuse_pickled_code(tmp_path: Path) -> None:
         load_checkpoint(evil)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_pretrain_restores_the_callers_thread_count(tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    run(tmp_path, "threads", threads=wanted, epochs=1, max_steps=2)
+    assert torch.get_num_threads() == before

@@ -250,8 +250,19 @@ def _epoch_order(cfg: PretrainConfig, epoch: int, n: int) -> torch.Tensor:
 def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
     """Run pretraining as configured; returns the path of the final checkpoint.
 
-    With ``resume=True`` training continues from ``<out>/last.pt`` if it exists.
+    With ``resume=True`` training continues from ``<out>/last.pt`` if it exists. A
+    ``threads`` setting applies while training runs; the caller's torch thread count is
+    restored afterwards (also on errors and interruption).
     """
+    previous_threads = torch.get_num_threads()
+    try:
+        return _pretrain(cfg, resume)
+    finally:
+        if cfg.threads is not None and torch.get_num_threads() != previous_threads:
+            torch.set_num_threads(previous_threads)
+
+
+def _pretrain(cfg: PretrainConfig, resume: bool) -> Path:
     distributed = init_distributed()
     rank, world = mdist.rank(), mdist.world_size()
     is_main = rank == 0
