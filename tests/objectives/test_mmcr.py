@@ -400,3 +400,24 @@ def test_near_square_rank_deficient_matrix_gives_minimum_norm_subgradient() -> N
     ref_value, ref_grad = grads(lambda m: _SubgradientNuclearNorm.apply(m), x.double())
     assert abs(float(value) - float(ref_value)) <= 1e-5 * float(ref_value)
     assert rel(grad, ref_grad) <= 1e-4
+
+
+@pytest.mark.parametrize("lmbda", [0.0, 0.1])
+def test_a_callers_autocast_region_does_not_lower_the_precision(lmbda: float) -> None:
+    # the encoder may run under bf16 autocast with the loss in the same region: the
+    # loss's products must stay in float32 (bf16 matmuls are off by ~1e-4 here)
+    torch.manual_seed(0)
+    z = torch.randn(256, 4, 128)
+    value, grad = grads(MMCRLoss(lmbda=lmbda), z)
+
+    def under_autocast(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out: torch.Tensor = MMCRLoss(lmbda=lmbda)(x)
+            return out
+
+    auto_value, auto_grad = grads(under_autocast, z)
+    assert abs(float(auto_value) - float(value)) <= 1e-6 * abs(float(value))
+    assert rel(auto_grad, grad) <= 1e-6
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = nuclear_norm(z[:, 0])
+    assert float(inside) == pytest.approx(float(nuclear_norm(z[:, 0])), rel=1e-6)

@@ -58,7 +58,8 @@ class _ViewsAndCentroids(torch.autograd.Function):
         else:
             grad = grad_views.clone() if share is None else grad_views + share
         # project on the tangent space of the sphere, in place: no further (B, K, D) buffer
-        radial = torch.linalg.vecdot(grad, views).unsqueeze(-1)
+        with torch.autocast(device_type=views.device.type, enabled=False):
+            radial = torch.linalg.vecdot(grad, views).unsqueeze(-1)
         return grad.addcmul_(views, radial, value=-1.0).div_(norms)
 
 
@@ -76,17 +77,19 @@ class _Centroids(torch.autograd.Function):
         norms = _checked_norms(z)
         ctx.save_for_backward(z, norms)
         weights = (norms.reciprocal() / z.shape[1]).mT  # (B, 1, K)
-        return (weights @ z).squeeze(1)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return (weights @ z).squeeze(1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_centroids: torch.Tensor) -> torch.Tensor:
         z, norms = ctx.saved_tensors
-        share = grad_centroids.unsqueeze(1) / z.shape[1]  # (B, 1, D)
-        inv_norms = norms.reciprocal()
-        radial = (z @ share.mT) * inv_norms.pow(3)  # (B, K, 1)
-        grad = z * radial.neg_()
-        return grad.addcmul_(share, inv_norms)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            share = grad_centroids.unsqueeze(1) / z.shape[1]  # (B, 1, D)
+            inv_norms = norms.reciprocal()
+            radial = (z @ share.mT) * inv_norms.pow(3)  # (B, K, 1)
+            grad = z * radial.neg_()
+            return grad.addcmul_(share, inv_norms)
 
 
 def _checked_norms(z: torch.Tensor) -> torch.Tensor:
@@ -194,6 +197,11 @@ class MMCRLoss(nn.Module):
 
     def forward(self, z: torch.Tensor, z_momentum: torch.Tensor | None = None) -> torch.Tensor:
         check_views(z, finite=False)  # finiteness is checked on the norms, in one pass with them
+        # inside a caller's autocast region the products below would drop to half precision
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return self._loss(z, z_momentum)
+
+    def _loss(self, z: torch.Tensor, z_momentum: torch.Tensor | None) -> torch.Tensor:
         if self.lmbda > 0:
             views, local_centroids = views_and_centroids(_to_spectral(z))
         else:

@@ -398,7 +398,9 @@ def nuclear_norm(
         raise ValueError(f"nuclear_norm needs non-empty matrices, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"nuclear_norm needs a floating-point tensor, got dtype {x.dtype}")
-    out: torch.Tensor = _NuclearNorm.apply(x, route, report)
+    # the spectral work stays in float32/float64 inside a caller's autocast region too
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        out: torch.Tensor = _NuclearNorm.apply(x, route, report)
     return out
 
 
