@@ -23,7 +23,7 @@ from torch.autograd.function import once_differentiable
 
 from mmcr.distributed import gather_with_grad, is_distributed
 from mmcr.objectives.base import check_coefficient, check_finite, check_views, normalize_views
-from mmcr.objectives.spectral import nuclear_norm, two_view_nuclear_norm
+from mmcr.objectives.spectral import full_precision, nuclear_norm, two_view_nuclear_norm
 
 
 def _to_spectral(z: torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,7 @@ class _ViewsAndCentroids(torch.autograd.Function):
         else:
             grad = grad_views.clone() if share is None else grad_views + share
         # project on the tangent space of the sphere, in place: no further (B, K, D) buffer
-        with torch.autocast(device_type=views.device.type, enabled=False):
+        with full_precision(views):
             radial = torch.linalg.vecdot(grad, views).unsqueeze(-1)
         return grad.addcmul_(views, radial, value=-1.0).div_(norms)
 
@@ -76,15 +76,15 @@ class _Centroids(torch.autograd.Function):
     def forward(ctx: Any, z: torch.Tensor) -> torch.Tensor:
         norms = _checked_norms(z)
         ctx.save_for_backward(z, norms)
-        weights = (norms.reciprocal() / z.shape[1]).mT  # (B, 1, K)
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        weights = (norms * z.shape[1]).reciprocal_().mT  # (B, 1, K)
+        with full_precision(z):
             return (weights @ z).squeeze(1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_centroids: torch.Tensor) -> torch.Tensor:
         z, norms = ctx.saved_tensors
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        with full_precision(z):
             share = grad_centroids.unsqueeze(1) / z.shape[1]  # (B, 1, D)
             inv_norms = norms.reciprocal()
             radial = (z @ share.mT) * inv_norms.pow(3)  # (B, K, 1)
@@ -198,7 +198,7 @@ class MMCRLoss(nn.Module):
     def forward(self, z: torch.Tensor, z_momentum: torch.Tensor | None = None) -> torch.Tensor:
         check_views(z, finite=False)  # finiteness is checked on the norms, in one pass with them
         # inside a caller's autocast region the products below would drop to half precision
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        with full_precision(z):
             return self._loss(z, z_momentum)
 
     def _loss(self, z: torch.Tensor, z_momentum: torch.Tensor | None) -> torch.Tensor:

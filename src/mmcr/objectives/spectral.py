@@ -45,6 +45,7 @@ repeated singular values.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -76,9 +77,19 @@ ZERO_RATIO = math.sqrt(ZERO_FACTOR_F64 * torch.finfo(torch.float64).eps)
 """The same rule for singular values: below ``ZERO_RATIO * sigma_max`` (about 4.7e-7)."""
 
 
+def full_precision(x: torch.Tensor) -> contextlib.AbstractContextManager[object]:
+    """A context that switches a caller's autocast off for ``x``'s device (a no-op otherwise)."""
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _gram(x: torch.Tensor) -> torch.Tensor:
     """The smaller Gram matrix of each matrix in a (N, m, n) batch: (N, s, s)."""
     m, n = x.shape[-2:]
+    if x.shape[0] == 1:  # one matrix: a 2-D product skips the batching overhead
+        return (x[0] @ x[0].T if m <= n else x[0].T @ x[0]).unsqueeze(0)
     return x @ x.mT if m <= n else x.mT @ x
 
 
@@ -142,9 +153,9 @@ def _gram_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.T
         lam, vecs = torch.linalg.eigvalsh(gram), None
     # Quick test on the extreme eigenvalues: every singular value's relative error is at
     # most eps lambda_max / lambda_min, so below VALUE_RTOL all the tolerances hold.
-    extremes = lam[:, [0, -1]].tolist()
+    extremes = lam[:, :: max(lam.shape[-1] - 1, 1)].tolist()  # first and last: a view
     eps = torch.finfo(torch.float32).eps
-    if all(low > 0 and eps * high <= VALUE_RTOL * low for low, high in extremes):
+    if all(ends[0] > 0 and eps * ends[-1] <= VALUE_RTOL * ends[0] for ends in extremes):
         values = lam.sqrt().sum(-1)
         polar = _polar(x, vecs, lam.rsqrt()) if vecs is not None else None
         return values, polar, torch.ones(x.shape[0], dtype=torch.bool)
@@ -399,7 +410,7 @@ def nuclear_norm(
     if not x.is_floating_point():
         raise ValueError(f"nuclear_norm needs a floating-point tensor, got dtype {x.dtype}")
     # the spectral work stays in float32/float64 inside a caller's autocast region too
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with full_precision(x):
         out: torch.Tensor = _NuclearNorm.apply(x, route, report)
     return out
 
