@@ -152,6 +152,10 @@ class MMCRLoss(nn.Module):
     online views only. After each call, ``components`` holds detached tensors
     ``loss``, ``global_nuclear_norm`` (``||C||_*``), ``local_nuclear_norm``
     (``mean_n ||Z_n||_*``, NaN when skipped), ``ppe`` and ``batch_size`` (global).
+    For K > 2 with ``lmbda > 0`` the local term's first tier (float32 or float64 Gram)
+    is the one that would have resolved most of the previous batch's view matrices: a
+    speed choice only, the result is exact either way. The loss keeps float32 inside a
+    caller's autocast region.
 
     Example:
         >>> loss_fn = MMCRLoss(lmbda=0.0)
