@@ -22,10 +22,10 @@ Protocol:
    (effective rank, PPE) of the test embeddings.
 3. results.json and table.md (mean +- std over seeds) in ``--out``.
 
-The probe's L2 grid and iterations are passed to ``evaluate_linear_probe`` by wrapping
-it inside the worker process (``EvalOptions`` has no such fields); the kNN grid is
-``evaluate``'s own. ``--max-train-images`` caps the images *seen* per final run
-(steps = N // B); it does not draw a subset of the training set.
+The probe's L2 grid and iterations go to ``evaluate`` through ``EvalOptions``
+(``probe_weight_decays``, ``probe_max_iter``); the kNN grid is ``evaluate``'s own.
+``--max-train-images`` caps the images *seen* per final run (steps = N // B); it does
+not draw a subset of the training set.
 
 Runs live in ``--work-dir``/<method>_lr<lr>_s<seed>[_search]/; a run whose summary.json
 exists is skipped, and an interrupted one resumes from its checkpoint, so the whole
@@ -308,12 +308,9 @@ def _read_metrics(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Pretrain (resuming if interrupted), read the metrics, evaluate a final run; write summary.json."""
-    import functools
-
     import torch
 
     import mmcr.evaluation.evaluate as ev
-    from mmcr.evaluation.linear_probe import evaluate_linear_probe
     from mmcr.training.config import build_config
     from mmcr.training.pretrain import METRICS_NAME, pretrain
 
@@ -350,17 +347,14 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "val_ppe": last_epoch.get("val_ppe"),
     }
     if spec["kind"] == "final":
-        # the probe grid is a documented option of this benchmark, the same for every method
-        ev.evaluate_linear_probe = functools.partial(
-            evaluate_linear_probe,
-            weight_decays=tuple(spec["probe_weight_decays"]),
-            max_iter=int(spec["probe_max_iter"]),
-        )
         t1 = time.perf_counter()
         options = ev.EvalOptions(
             checkpoint=str(ckpt),
             out=str(run_dir / "eval"),
             probe=True,
+            # the probe grid is a documented option of this benchmark, the same for every method
+            probe_weight_decays=tuple(float(d) for d in spec["probe_weight_decays"]),
+            probe_max_iter=int(spec["probe_max_iter"]),
             report=False,  # eval.json only: no per-run plots
             geometry_images=int(spec.get("geometry_images", 2048)),
         )

@@ -63,6 +63,8 @@ def _eval(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             device=args.device,
             probe=not args.no_probe,
+            probe_weight_decays=tuple(args.probe_l2),
+            probe_max_iter=args.probe_max_iter,
         )
     )
     line = f"{results['mode']}: kNN test accuracy {100 * results['knn']['test_accuracy']:.2f} %"
@@ -73,6 +75,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from mmcr.evaluation.linear_probe import PROBE_WEIGHT_DECAYS
+
     p = sub.add_parser(
         "eval",
         help="kNN, linear probe and geometry of a checkpoint",
@@ -95,6 +99,15 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="where the data set lies, if not where it was for training")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--no-probe", action="store_true", help="skip the linear probe (kNN and geometry only)")
+    p.add_argument(
+        "--probe-l2",
+        type=float,
+        nargs="+",
+        default=list(PROBE_WEIGHT_DECAYS),
+        metavar="L2",
+        help="the probe's L2 grid; the weight with the best validation accuracy is refit on train+val",
+    )
+    p.add_argument("--probe-max-iter", type=int, default=200, help="L-BFGS iterations per probe fit")
     p.set_defaults(func=_eval)
 
 

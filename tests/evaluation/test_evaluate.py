@@ -111,6 +111,14 @@ def test_eval_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert {"alignment", "uniformity", "effective_rank", "ppe"} <= set(results["geometry"])
     report = (out / "eval" / "report.md").read_text()
     assert "kNN test accuracy" in report and (out / "eval" / "training_curves.png").stat().st_size > 0
+    # the probe grid and iterations are options of the command
+    grid_args = ["--out", str(tmp_path / "grid"), "--probe-l2", "0.01", "0.001", "--probe-max-iter", "50"]
+    assert main(["eval", str(out / "last.pt"), *grid_args]) == 0
+    gridded = json.loads((tmp_path / "grid" / "eval.json").read_text())["linear_probe"]
+    assert sorted(g["weight_decay"] for g in gridded["grid"]) == [0.001, 0.01]
+    assert gridded["weight_decay"] in (0.001, 0.01)
+    assert main(["eval", str(out / "last.pt"), "--probe-l2", "-1"]) == 2
+    assert "probe_weight_decays" in capsys.readouterr().err
     assert main(["eval", str(out / "last.pt"), "--random-init", "--no-probe"]) == 0
     assert json.loads((out / "eval-random-init" / "eval.json").read_text())["mode"] == "random-init"
     assert main(["eval", str(out / "last.pt"), "--raw-pixels", "--no-probe"]) == 0

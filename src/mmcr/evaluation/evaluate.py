@@ -12,6 +12,7 @@ The same code scores two references, so that gains are measured, not assumed:
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import torch
 from mmcr.data.datasets import load_dataset
 from mmcr.evaluation.embed import batched_apply, batched_geometry, multiview_embeddings
 from mmcr.evaluation.knn import knn_accuracy, select_knn
-from mmcr.evaluation.linear_probe import evaluate_linear_probe
+from mmcr.evaluation.linear_probe import PROBE_WEIGHT_DECAYS, evaluate_linear_probe
 from mmcr.geometry.metrics import effective_rank
 from mmcr.geometry.mutual_information import mi_lower_bound
 from mmcr.training.checkpoint import load_checkpoint
@@ -43,6 +44,8 @@ class EvalOptions:
     geometry_views: int | None = None  # views per test image for the geometry (default: the run's K)
     geometry_images: int = 4096
     probe: bool = True
+    probe_weight_decays: tuple[float, ...] = PROBE_WEIGHT_DECAYS  # the L2 grid, chosen on val
+    probe_max_iter: int = 200  # L-BFGS iterations per probe fit
     report: bool = True
 
 
@@ -53,6 +56,12 @@ def _log(message: str) -> None:
 def evaluate(options: EvalOptions) -> dict[str, Any]:
     """Run the evaluation; returns (and writes) the results dict."""
     t0 = time.perf_counter()
+    if options.probe:
+        decays = tuple(options.probe_weight_decays)
+        if not decays or not all(math.isfinite(d) and d >= 0 for d in decays):
+            raise ValueError(f"probe_weight_decays must be a non-empty list of numbers >= 0, got {decays}")
+        if options.probe_max_iter < 1:
+            raise ValueError(f"probe_max_iter must be >= 1, got {options.probe_max_iter}")
     state: dict[str, Any] | None = None
     if options.checkpoint is not None:
         state = load_checkpoint(options.checkpoint)
@@ -139,7 +148,14 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
     )
     if options.probe:
         _log("[eval] linear probe: choosing the L2 weight on the validation split")
-        probe = evaluate_linear_probe((f_train, y_train), (f_val, y_val), (f_test, y_test), classes)
+        probe = evaluate_linear_probe(
+            (f_train, y_train),
+            (f_val, y_val),
+            (f_test, y_test),
+            classes,
+            weight_decays=tuple(options.probe_weight_decays),
+            max_iter=options.probe_max_iter,
+        )
         results["linear_probe"] = {
             "weight_decay": probe.weight_decay,
             "val_accuracy": probe.val_accuracy,

@@ -92,13 +92,17 @@ class ProbeResult:
     grid: list[dict[str, float]]
 
 
+PROBE_WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+"""The default L2 grid of the probe (chosen on the validation split)."""
+
+
 def evaluate_linear_probe(
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
     test: tuple[torch.Tensor, torch.Tensor],
     num_classes: int,
     *,
-    weight_decays: Sequence[float] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+    weight_decays: Sequence[float] = PROBE_WEIGHT_DECAYS,
     max_iter: int = 200,
     selection_size: int | None = 20000,
     seed: int = 0,
