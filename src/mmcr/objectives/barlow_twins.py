@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mmcr.distributed import gather_with_grad
-from mmcr.objectives.base import check_coefficient, check_views
+from mmcr.objectives.base import check_coefficient, check_views, full_precision
 
 
 class BarlowTwinsLoss(nn.Module):
@@ -86,7 +86,7 @@ class BarlowTwinsLoss(nn.Module):
         if self.distributed:
             z = gather_with_grad(z)
         # Cross-correlations near 1 need more precision than half floats carry.
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        with full_precision(z):
             z = z if z.dtype == torch.float64 else z.float()
             n, k, d = z.shape
             centred = z - z.mean(dim=0, keepdim=True)

@@ -6,6 +6,7 @@ Every objective in :mod:`mmcr.objectives` takes the same input: ``z`` of shape
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -82,3 +83,11 @@ def normalize_views(z: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 def spectral_dtype(z: torch.Tensor) -> torch.dtype:
     """The dtype in which spectral work runs: at least float32 (half/bf16 are promoted)."""
     return torch.float64 if z.dtype == torch.float64 else torch.float32
+
+
+def full_precision(x: torch.Tensor) -> contextlib.AbstractContextManager[object]:
+    """A context that switches a caller's autocast off for ``x``'s device (a no-op otherwise)."""
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()

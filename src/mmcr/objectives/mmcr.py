@@ -22,12 +22,18 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from mmcr.distributed import gather_with_grad, is_distributed
-from mmcr.objectives.base import check_coefficient, check_finite, check_views, normalize_views
-from mmcr.objectives.spectral import full_precision, nuclear_norm, two_view_nuclear_norm
+from mmcr.objectives.base import (
+    check_coefficient,
+    check_finite,
+    check_views,
+    full_precision,
+    spectral_dtype,
+)
+from mmcr.objectives.spectral import nuclear_norm, two_view_nuclear_norm
 
 
 def _to_spectral(z: torch.Tensor) -> torch.Tensor:
-    return z if z.dtype == torch.float64 else z.float()
+    return z.to(spectral_dtype(z))
 
 
 class _ViewsAndCentroids(torch.autograd.Function):
@@ -218,9 +224,7 @@ class MMCRLoss(nn.Module):
                 )
             check_views(z_momentum, name="z_momentum")
             with torch.no_grad():
-                momentum_centroids = self._gather(
-                    normalize_views(_to_spectral(z_momentum.detach())).mean(dim=1)
-                )
+                momentum_centroids = self._gather(centroids_of(_to_spectral(z_momentum.detach())))
             centroids = 0.5 * (centroids + momentum_centroids)
         num_points, dim = centroids.shape
         global_nuc = nuclear_norm(centroids)
@@ -264,7 +268,7 @@ def pretraining_percent_error(z: torch.Tensor) -> torch.Tensor:
         check_finite(z, name="centroids")
         centroids = _to_spectral(z)
     else:
-        check_views(z)
-        centroids = normalize_views(_to_spectral(z)).mean(dim=1)
+        check_views(z, finite=False)  # centroids_of tests finiteness on the norms
+        centroids = centroids_of(_to_spectral(z))
     num_points, dim = centroids.shape
     return 1.0 - nuclear_norm(centroids) / max_nuclear_norm(num_points, dim)

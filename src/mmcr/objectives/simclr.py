@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mmcr.distributed import gather_with_grad
-from mmcr.objectives.base import check_coefficient, check_views, normalize_views
+from mmcr.objectives.base import check_coefficient, check_views, full_precision, normalize_views
 
 
 class SimCLRLoss(nn.Module):
@@ -79,7 +79,7 @@ class SimCLRLoss(nn.Module):
         if self.distributed:
             z = gather_with_grad(z)
         # Softmax over many logits: keep it out of half precision and autocast.
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        with full_precision(z):
             z = z if z.dtype == torch.float64 else z.float()
             b, k, d = z.shape
             views = normalize_views(z).reshape(b * k, d)  # row i = sample i // k, view i % k

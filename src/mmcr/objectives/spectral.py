@@ -45,13 +45,17 @@ repeated singular values.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any
 
 import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
+
+from mmcr.objectives.base import full_precision, spectral_dtype
+
+_EPS32 = float(torch.finfo(torch.float32).eps)
+_EPS64 = float(torch.finfo(torch.float64).eps)
 
 VALUE_RTOL = 5e-6
 """Largest estimated relative error of a nuclear norm accepted from a fast tier."""
@@ -73,16 +77,8 @@ REFINE_MAX_FRACTION = 0.25
 """Refinement is tried when at most this fraction of the eigenvalues is small; beyond it
 the float64 tier is cheaper."""
 
-ZERO_RATIO = math.sqrt(ZERO_FACTOR_F64 * torch.finfo(torch.float64).eps)
+ZERO_RATIO = math.sqrt(ZERO_FACTOR_F64 * _EPS64)
 """The same rule for singular values: below ``ZERO_RATIO * sigma_max`` (about 4.7e-7)."""
-
-
-def full_precision(x: torch.Tensor) -> contextlib.AbstractContextManager[object]:
-    """A context that switches a caller's autocast off for ``x``'s device (a no-op otherwise)."""
-    device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type=device_type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _gram(x: torch.Tensor) -> torch.Tensor:
@@ -103,33 +99,38 @@ def _polar(x: torch.Tensor, vecs: torch.Tensor, inv_sigma: torch.Tensor) -> torc
     return proj @ x if m <= n else x @ proj
 
 
-def _eps_lambda_max(lam: torch.Tensor) -> torch.Tensor:
-    """``eps * lambda_max`` per matrix of ascending eigenvalues (N, s): shape (N, 1)."""
-    return torch.finfo(lam.dtype).eps * lam[..., -1:].clamp_min(0)
+def _gram_checks(
+    lam64: np.ndarray, eps: float, exact_zeros: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Gram route's error model, from ascending eigenvalues (N, s) in float64.
 
+    With ``u = eps lambda_max`` (half the eigenvalue error ``delta``), singular value ``i``
+    is off by a relative ``u / lambda_i``: the value error is ``u sum_i 1/sigma_i`` and the
+    polar factor's root-mean-square error ``u sqrt(mean_i 1/sigma_i^4)``, accepted under
+    ``VALUE_RTOL`` and ``GRAD_RTOL``. ``exact_zeros=False`` (the float32 tier): an
+    eigenvalue below ``delta`` is lost in noise and the matrix is not accepted.
+    ``exact_zeros=True`` (the float64 tier): eigenvalues below ``ZERO_FACTOR_F64 u`` are
+    exact zeros (a rank decision), left out of the value, of ``1/sigma`` and of the
+    estimates. ``eps`` is the working precision's; the float32 model applied to float64
+    eigenvalues tells whether the float32 tier would have accepted the same matrices.
 
-def _float32_gram_checks(lam64: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Accuracy of the float32 Gram tier from ascending eigenvalues (N, s) in float64.
-
-    Returns the acceptance mask (N,), nuclear norms (N,) and ``1/sigma`` (N, s). Applied
-    to float32 eigenvalues it is the tier's own test; applied to float64 eigenvalues it
-    tells whether the float32 tier would have accepted the same matrices.
+    Returns the acceptance mask (N,), nuclear norms (N,) and ``1/sigma`` (N, s), 0 at zeros.
     """
     # scale-free: r = lambda / lambda_max; below 1e-60 a matrix is rejected anyway, and the
     # clamp keeps 1/r^2 finite
     lam_max = np.maximum(lam64[:, -1:], np.finfo(np.float64).tiny)
-    inv_root_r = np.sqrt(lam_max / np.maximum(lam64, 1e-60 * lam_max))  # sigma_max / sigma_i
-    inv_sigma64 = inv_root_r / np.sqrt(lam_max)
-    roots = np.sqrt(np.maximum(lam64, 0.0))
-    values64 = roots.sum(-1)
-    # with u = eps lambda_max: value error u sum 1/sigma, polar error u sqrt(mean 1/sigma^4)
-    eps = float(torch.finfo(torch.float32).eps)
-    ok = (
-        (lam64[:, 0] > NOISE_FACTOR * eps * lam_max[:, 0])
-        & (eps * inv_root_r.sum(-1) <= VALUE_RTOL * values64 / np.sqrt(lam_max[:, 0]))
-        & (np.square(np.square(inv_root_r)).mean(-1) <= (GRAD_RTOL / eps) ** 2)
+    zero = lam64 <= (ZERO_FACTOR_F64 if exact_zeros else NOISE_FACTOR) * eps * lam_max
+    # sigma_max / sigma_i
+    inv_root_r = np.where(zero, 0.0, np.sqrt(lam_max / np.maximum(lam64, 1e-60 * lam_max)))
+    values64 = np.where(zero, 0.0, np.sqrt(np.maximum(lam64, 0.0))).sum(-1)
+    kept = np.maximum((~zero).sum(-1), 1)
+    ok = (eps * inv_root_r.sum(-1) <= VALUE_RTOL * values64 / np.sqrt(lam_max[:, 0])) & (
+        np.square(np.square(inv_root_r)).sum(-1) / kept <= (GRAD_RTOL / eps) ** 2
     )
-    return ok, values64, inv_sigma64
+    if not exact_zeros:
+        ok &= ~zero.any(-1)
+    return ok, values64, inv_root_r / np.sqrt(lam_max)
+
 
 
 def _gram_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -138,13 +139,8 @@ def _gram_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.T
     Returns nuclear norms (N,), polar factors (N, m, n) or None, and an accuracy mask
     (N,) on the CPU. Written with few tensor operations, since for small matrices their
     count, not the eigendecomposition, sets the cost: well-conditioned matrices pass on
-    their extreme eigenvalues alone; otherwise the accuracy estimates of every matrix
-    reduce to four numbers (smallest and largest eigenvalue, sum of ``1/sigma``, and the
-    4-norm of ``1/sigma``), checked on the host. With ``u = eps lambda_max``
-    (half the eigenvalue error ``delta``), singular value ``i`` is off by a relative
-    ``u / lambda_i``, so the value error is ``u sum_i 1/sigma_i`` and the polar factor's
-    root-mean-square error ``u sqrt(mean_i 1/sigma_i^4)``. An eigenvalue below ``delta``
-    is lost in noise: the matrix is not accepted.
+    their extreme eigenvalues alone; the others are checked on the host under
+    :func:`_gram_checks`, and those with a few small singular values are refined.
     """
     gram = _gram(x)
     if need_polar:
@@ -154,14 +150,13 @@ def _gram_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.T
     # Quick test on the extreme eigenvalues: every singular value's relative error is at
     # most eps lambda_max / lambda_min, so below VALUE_RTOL all the tolerances hold.
     extremes = lam[:, :: max(lam.shape[-1] - 1, 1)].tolist()  # first and last: a view
-    eps = torch.finfo(torch.float32).eps
-    if all(ends[0] > 0 and eps * ends[-1] <= VALUE_RTOL * ends[0] for ends in extremes):
+    if all(ends[0] > 0 and _EPS32 * ends[-1] <= VALUE_RTOL * ends[0] for ends in extremes):
         values = lam.sqrt().sum(-1)
         polar = _polar(x, vecs, lam.rsqrt()) if vecs is not None else None
         return values, polar, torch.ones(x.shape[0], dtype=torch.bool)
     # otherwise the full checks, in float64 on the host: one transfer instead of a dozen kernels
     lam64 = lam.to("cpu", torch.float64).numpy()
-    ok, values64, inv_sigma64 = _float32_gram_checks(lam64)
+    ok, values64, inv_sigma64 = _gram_checks(lam64, _EPS32, exact_zeros=False)
     values = torch.from_numpy(values64).to(x.device, x.dtype)
     if not need_polar:
         return values, None, torch.from_numpy(ok)
@@ -226,13 +221,13 @@ def _refine_small_subspace(
     value = s_large.sum() + s_small.sum() - 0.5 * (coupling.square() * divided).sum()
     # accuracy: float32 eigenpairs in L, second-order remainder in S
     lam_max = lam_large[-1]
-    rel_large = torch.finfo(x.dtype).eps * lam_max / lam_large
+    rel_large = _EPS32 * lam_max / lam_large
     rel_small = (coupling.square() / lam_large[:, None]).sum(0) / mu.clamp_min(torch.finfo(f64).tiny)
     value_err = (s_large * rel_large).sum() + (s_small * rel_small).sum()
     grad_err = torch.cat((rel_large, rel_small)).square().mean().sqrt()
     stats = torch.stack((value_err, grad_err, value, mu[0], lam_max)).tolist()
     ok = (
-        stats[3] > ZERO_FACTOR_F64 * torch.finfo(f64).eps * stats[4]
+        stats[3] > ZERO_FACTOR_F64 * _EPS64 * stats[4]
         and stats[0] <= VALUE_RTOL * stats[2]
         and stats[1] <= GRAD_RTOL
     )
@@ -255,33 +250,24 @@ def _eig_tier(
     """The float64 Gram tier: nuclear norms (N,), polar factors or None, accuracy mask (N,).
 
     Eigenvalues below ``ZERO_FACTOR_F64 eps lambda_max`` are exact zeros (rank decision);
-    the others are accepted when the estimated errors (as in the float32 tier, with
-    float64's ``eps``) meet ``VALUE_RTOL`` and ``GRAD_RTOL``. With ``report``, stores
-    there the share of the matrices the float32 tier would have accepted.
+    the others are accepted under :func:`_gram_checks` with float64's ``eps``. With
+    ``report``, stores there the share of the matrices the float32 tier would have
+    accepted (the same eigenvalues under float32's ``eps``).
     """
     gram = _gram(x)
     if need_polar:
         lam, vecs = torch.linalg.eigh(gram)
     else:
         lam, vecs = torch.linalg.eigvalsh(gram), None
+    lam64 = lam.to("cpu", torch.float64).numpy()
+    ok, values64, inv_sigma64 = _gram_checks(lam64, _EPS64, exact_zeros=True)
     if report is not None:
-        report["float32_share"] = float(_float32_gram_checks(lam.to("cpu").numpy())[0].mean())
-    unit = _eps_lambda_max(lam)
-    zero = lam <= ZERO_FACTOR_F64 * unit
-    safe_lam = torch.where(zero, torch.ones_like(lam), lam)
-    sigma = torch.where(zero, torch.zeros_like(lam), safe_lam.sqrt())
-    values = sigma.sum(-1)
-    rel = torch.where(zero, torch.zeros_like(lam), NOISE_FACTOR * unit / (2 * safe_lam))
-    value_err = (sigma * rel).sum(-1)
-    ok = value_err <= VALUE_RTOL * values.clamp_min(torch.finfo(x.dtype).tiny)
+        report["float32_share"] = float(_gram_checks(lam64, _EPS32, exact_zeros=False)[0].mean())
+    values = torch.from_numpy(values64).to(x.device, x.dtype)
     polar = None
-    if need_polar:
-        assert vecs is not None
-        kept = (~zero).sum(-1).clamp_min(1)
-        grad_err = ((rel**2).sum(-1) / kept).sqrt()
-        ok = ok & (grad_err <= GRAD_RTOL)
-        polar = _polar(x, vecs, torch.where(zero, torch.zeros_like(lam), safe_lam.rsqrt()))
-    return values, polar, ok
+    if vecs is not None:
+        polar = _polar(x, vecs, torch.from_numpy(inv_sigma64).to(x.device, x.dtype))
+    return values, polar, torch.from_numpy(ok)
 
 
 def _svd_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -333,7 +319,7 @@ def _nuclear_norm_impl(
     accepted (route ``"auto"``) or would have accepted (route ``"float64"``), from which
     a caller with a stream of similar batches can pick the next call's route.
     """
-    out_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    out_dtype = spectral_dtype(x)
     xw = x.to(out_dtype)
     if route == "svd" and out_dtype == torch.float32:
         values, polar, ok = _svd_tier(xw, need_polar)
@@ -344,24 +330,25 @@ def _nuclear_norm_impl(
         if report is not None:
             report["float32_share"] = float(ok.double().mean())
     first_is_f64 = values.dtype == torch.float64
+    ok = ok.cpu()
     if bool(ok.all()):
         return values.to(out_dtype), None if polar is None else polar.to(out_dtype)
-    redo = (~ok.cpu()).nonzero().squeeze(-1).to(x.device)
-    if redo.numel() > 0:
-        x64 = xw.index_select(0, redo).to(torch.float64)
-        if first_is_f64:
-            v64, p64, ok64 = values[redo], None if polar is None else polar[redo], ok[redo]
-        else:
-            v64, p64, ok64 = _eig_tier(x64, need_polar)
-        bad = (~ok64).nonzero().squeeze(-1)
-        if bad.numel() > 0:
-            v_svd, p_svd, _ = _svd_tier(x64.index_select(0, bad), need_polar)
-            v64 = v64.index_copy(0, bad, v_svd)
-            if p64 is not None and p_svd is not None:
-                p64 = p64.index_copy(0, bad, p_svd)
-        values = values.index_copy(0, redo, v64.to(values.dtype))
-        if polar is not None and p64 is not None:
-            polar = polar.index_copy(0, redo, p64.to(polar.dtype))
+    redo_cpu = (~ok).nonzero().squeeze(-1)
+    redo = redo_cpu.to(x.device)
+    x64 = xw.index_select(0, redo).to(torch.float64)
+    if first_is_f64:
+        v64, p64, ok64 = values[redo], None if polar is None else polar[redo], ok[redo_cpu]
+    else:
+        v64, p64, ok64 = _eig_tier(x64, need_polar)
+    bad = (~ok64.cpu()).nonzero().squeeze(-1).to(x.device)
+    if bad.numel() > 0:
+        v_svd, p_svd, _ = _svd_tier(x64.index_select(0, bad), need_polar)
+        v64 = v64.index_copy(0, bad, v_svd)
+        if p64 is not None and p_svd is not None:
+            p64 = p64.index_copy(0, bad, p_svd)
+    values = values.index_copy(0, redo, v64.to(values.dtype))
+    if polar is not None and p64 is not None:
+        polar = polar.index_copy(0, redo, p64.to(polar.dtype))
     return values.to(out_dtype), None if polar is None else polar.to(out_dtype)
 
 

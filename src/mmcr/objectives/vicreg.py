@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mmcr.distributed import gather_with_grad
-from mmcr.objectives.base import check_coefficient, check_views
+from mmcr.objectives.base import check_coefficient, check_views, full_precision
 
 
 class VICRegLoss(nn.Module):
@@ -88,7 +88,7 @@ class VICRegLoss(nn.Module):
         check_views(z, min_views=2, name="z")
         if self.distributed:
             z = gather_with_grad(z)
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        with full_precision(z):
             z = z if z.dtype == torch.float64 else z.float()
             n, k, d = z.shape
             # sum_{a<b} ||z_a - z_b||^2 = K * sum_k ||z_k - zbar||^2 (zbar: mean over views),
