@@ -50,8 +50,8 @@ import mmcr.objectives.mmcr as mmcr_objective
 from mmcr.data.datasets import load_dataset, synthetic_dataset
 from mmcr.data.views import MultiViewAugment
 from mmcr.models import to_channels_last
-from mmcr.training.config import PretrainConfig, build_config
-from mmcr.training.optim import build_optimizer
+from mmcr.config import PretrainConfig, build_config
+from mmcr.optim import build_optimizer
 from mmcr.training.pretrain import augment_config, build_loss, build_network, effective_lr
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist.toml"

@@ -24,8 +24,8 @@ import torch
 from loss_speed import plain_loss  # the same plain formula as the loss benchmark (same folder)
 
 from mmcr.data.views import MultiViewAugment, augment_one
-from mmcr.training.config import build_config
-from mmcr.training.optim import build_optimizer
+from mmcr.config import build_config
+from mmcr.optim import build_optimizer
 from mmcr.training.pretrain import augment_config, build_loss, build_network, effective_lr
 
 PHASES = ("data", "augment", "forward", "loss", "backward+step")

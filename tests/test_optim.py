@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmcr.training.optim import (
+from mmcr.optim import (
     LARS,
     OPTIMIZERS,
     build_optimizer,

@@ -21,8 +21,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmcr.training.checkpoint import load_checkpoint
-from mmcr.training.config import PretrainConfig, build_config, load_recipe
+from mmcr.checkpoint import load_checkpoint
+from mmcr.config import PretrainConfig, build_config, load_recipe
 from mmcr.training.pretrain import augment_config, build_network, effective_lr, pretrain
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

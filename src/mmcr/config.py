@@ -85,6 +85,40 @@ class PretrainConfig:
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
+#: Fields that say where a run goes and how it shows itself, not what it computes: two runs
+#: that differ only in these follow the same trajectory. The experiment runner's fingerprint
+#: of a finished run ignores them.
+RUN_LOCAL_FIELDS = frozenset({"out", "progress", "threads", "device", "data_dir"})
+
+#: What a resumed run may change besides the run-local fields: how long it goes and what it
+#: records. (``epochs`` and ``max_steps`` re-span the learning-rate schedule.)
+RESUMABLE_FIELDS = RUN_LOCAL_FIELDS | {
+    "epochs",
+    "max_steps",
+    "stop_at_epoch",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "monitor_size",
+}
+
+
+def config_differences(
+    stored: dict[str, Any], current: dict[str, Any], may_differ: frozenset[str] = RUN_LOCAL_FIELDS
+) -> list[str]:
+    """Fields outside ``may_differ`` whose stored and current values differ, as ``name (old -> new)``.
+
+    A field the stored configuration lacks (added to :class:`PretrainConfig` since) counts as
+    its default; a field the current configuration lacks (removed since) is ignored.
+    """
+    defaults = PretrainConfig().to_dict()
+    return [
+        f"{k} ({stored.get(k, defaults.get(k))!r} -> {current[k]!r})"
+        for k in sorted(current)
+        if k not in may_differ and stored.get(k, defaults.get(k)) != current[k]
+    ]
+
+
 def field_names() -> list[str]:
     return [f.name for f in fields(PretrainConfig)]
 

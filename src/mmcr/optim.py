@@ -9,7 +9,7 @@
 - :func:`lr_at` / :func:`set_lr`: a schedule by name, evaluated each step.
 
 >>> import torch
->>> from mmcr.training.optim import build_optimizer, lr_at, scale_lr, set_lr
+>>> from mmcr.optim import build_optimizer, lr_at, scale_lr, set_lr
 >>> model = torch.nn.Linear(8, 4)
 >>> base_lr = scale_lr(0.6, batch_size=512)          # 1.2
 >>> optimizer = build_optimizer("lars", model, lr=base_lr, weight_decay=1e-6)

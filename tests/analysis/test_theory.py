@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmcr.analysis import theory_cli
+from mmcr.cli import theory as theory_cli
 from mmcr.analysis.plots import plot_ppe_heatmap, plot_ppe_vs_P
 from mmcr.analysis.theory import (
     PPEGrid,

@@ -41,8 +41,8 @@ from torch import nn
 
 from mmcr.data.views import MultiViewAugment
 from mmcr.training import pretrain as pretrain_module
-from mmcr.training.checkpoint import load_checkpoint
-from mmcr.training.config import PretrainConfig, build_config
+from mmcr.checkpoint import load_checkpoint
+from mmcr.config import PretrainConfig, build_config
 from mmcr.training.pretrain import pretrain
 
 try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)

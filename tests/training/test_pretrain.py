@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mmcr.training import pretrain as pretrain_module
-from mmcr.training.checkpoint import load_checkpoint, save_checkpoint
-from mmcr.training.config import build_config, load_recipe
+from mmcr.checkpoint import load_checkpoint, save_checkpoint
+from mmcr.config import build_config, load_recipe
 from mmcr.training.pretrain import pretrain
 
 TINY = {

@@ -7,5 +7,5 @@
   additive joint form over several variables, with bootstrap confidence intervals,
   hold-out extrapolation error and FLOP accounting.
 - :mod:`mmcr.analysis.plots`: figures of the above (matplotlib, Agg backend).
-- :mod:`mmcr.analysis.theory_cli`: the ``mmcr theory`` subcommand.
+- the ``mmcr theory`` subcommand is :mod:`mmcr.cli.theory`.
 """

@@ -18,7 +18,7 @@ The main job on the default data (Fashion-MNIST, small ConvNet, 2 CPU cores):
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from mmcr.training.config import build_config, overrides_from_args
+    from mmcr.config import build_config, overrides_from_args
     from mmcr.training.pretrain import pretrain
 
     cfg = build_config(args.config, overrides_from_args(args))
@@ -28,7 +28,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    from mmcr.training.config import add_config_arguments
+    from mmcr.config import add_config_arguments
 
     p = sub.add_parser(
         "pretrain",
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_pretrain(sub)
     _add_eval(sub)
-    for module in ("mmcr.analysis.theory_cli", "mmcr.analysis.sweep_cli"):
+    for module in ("mmcr.cli.theory", "mmcr.cli.sweep"):
         try:
             register = __import__(module, fromlist=["register"]).register
         except ModuleNotFoundError as exc:

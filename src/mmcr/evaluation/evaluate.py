@@ -27,8 +27,8 @@ from mmcr.evaluation.knn import knn_accuracy, select_knn
 from mmcr.evaluation.linear_probe import PROBE_WEIGHT_DECAYS, evaluate_linear_probe
 from mmcr.geometry.metrics import effective_rank
 from mmcr.geometry.mutual_information import mi_lower_bound
-from mmcr.training.checkpoint import load_checkpoint
-from mmcr.training.config import PretrainConfig, build_config
+from mmcr.checkpoint import load_checkpoint
+from mmcr.config import PretrainConfig, build_config
 from mmcr.training.pretrain import augment_config, build_network, load_data, resolve_device
 
 

@@ -7,13 +7,14 @@ Redundancy Reduction". ICML 2021, arXiv 2103.03230.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from mmcr.distributed import gather_with_grad
-from mmcr.objectives.base import check_coefficient, check_views, full_precision
+from mmcr.objectives.base import Objective, check_coefficient, check_views, full_precision
+from mmcr.objectives.registry import register_objective
 
 
-class BarlowTwinsLoss(nn.Module):
+@register_objective
+class BarlowTwinsLoss(Objective):
     """Barlow Twins loss: drive the cross-correlation of two views to the identity.
 
     Input ``z`` of shape ``(B, K, D)``: the raw projector outputs of ``B`` samples with
@@ -60,6 +61,9 @@ class BarlowTwinsLoss(nn.Module):
         >>> loss.backward()
     """
 
+    name = "barlow_twins"
+    min_views = 2
+
     def __init__(
         self,
         lambd: float = 0.0051,
@@ -72,7 +76,6 @@ class BarlowTwinsLoss(nn.Module):
         self.scale = check_coefficient("scale", scale, positive=True)
         self.eps = check_coefficient("eps", eps)
         self.distributed = bool(distributed)
-        self.components: dict[str, torch.Tensor] = {}
 
     def extra_repr(self) -> str:
         return f"lambd={self.lambd}, scale={self.scale}, eps={self.eps}, distributed={self.distributed}"
@@ -82,7 +85,7 @@ class BarlowTwinsLoss(nn.Module):
 
         Returns scalar tensors ``"loss"``, ``"on_diagonal"`` and ``"off_diagonal"``.
         """
-        check_views(z, min_views=2, name="z")
+        check_views(z, min_views=self.min_views, name="z")
         if self.distributed:
             z = gather_with_grad(z)
         # Cross-correlations near 1 need more precision than half floats carry.
@@ -111,5 +114,5 @@ class BarlowTwinsLoss(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Barlow Twins loss (scalar tensor) of ``z`` of shape ``(B, K, D)``."""
         parts = self.terms(z)
-        self.components = {name: value.detach() for name, value in parts.items()}
+        self._components = {name: value.detach() for name, value in parts.items()}
         return parts["loss"]

@@ -1,15 +1,48 @@
-"""Input checks and helpers shared by every objective.
+"""The contract of every objective, and the input checks and helpers they share.
 
-Every objective in :mod:`mmcr.objectives` takes the same input: ``z`` of shape
-``(B, K, D)``, the raw projector outputs of ``B`` samples with ``K`` views each.
+Every objective in :mod:`mmcr.objectives` is an :class:`Objective`: it takes ``z`` of
+shape ``(B, K, D)``, the raw projector outputs of ``B`` samples with ``K`` views each, and
+returns a scalar loss.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from typing import ClassVar
 
 import torch
+from torch import nn
+
+
+class Objective(nn.Module):
+    """Base class of the objectives: ``(B, K, D)`` in, a scalar loss out.
+
+    Class attributes:
+        name: the registered name (``"mmcr"``, ``"simclr"``, ...) that recipes use.
+        min_views: the fewest views per sample the objective accepts.
+        uses_momentum: whether ``forward`` takes a second ``(B, K, D)`` argument, the same
+            views through a momentum (EMA) network; the training loop then keeps one.
+
+    After each call, :attr:`components` holds detached scalar tensors for logging
+    (``"loss"`` and the objective's own terms).
+    """
+
+    name: ClassVar[str] = ""
+    min_views: ClassVar[int] = 1
+    uses_momentum: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._components: dict[str, torch.Tensor] = {}
+
+    @property
+    def components(self) -> dict[str, torch.Tensor]:
+        """Detached scalar terms of the last call (empty before the first)."""
+        return self._components
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - the contract
+        raise NotImplementedError
 
 
 def check_coefficient(name: str, value: float, *, positive: bool = False, note: str = "") -> float:

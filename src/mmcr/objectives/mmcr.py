@@ -18,17 +18,18 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
 from torch.autograd.function import once_differentiable
 
 from mmcr.distributed import gather_with_grad, is_distributed
 from mmcr.objectives.base import (
+    Objective,
     check_coefficient,
     check_finite,
     check_views,
     full_precision,
     spectral_dtype,
 )
+from mmcr.objectives.registry import register_objective
 from mmcr.objectives.spectral import nuclear_norm, two_view_nuclear_norm
 
 
@@ -142,7 +143,8 @@ def max_nuclear_norm(num_points: int, dim: int) -> float:
     return math.sqrt(num_points * min(num_points, dim))
 
 
-class MMCRLoss(nn.Module):
+@register_objective
+class MMCRLoss(Objective):
     """MMCR loss on ``(B, K, D)`` projector outputs.
 
     Args:
@@ -171,6 +173,9 @@ class MMCRLoss(nn.Module):
         >>> float(loss_fn.components["ppe"]) < 1
         True
     """
+
+    name = "mmcr"
+    uses_momentum = True
 
     def __init__(self, lmbda: float = 0.0, distributed: bool = True) -> None:
         super().__init__()

@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from mmcr.distributed import gather_with_grad
-from mmcr.objectives.base import check_coefficient, check_views, full_precision, normalize_views
+from mmcr.objectives.base import Objective, check_coefficient, check_views, full_precision, normalize_views
+from mmcr.objectives.registry import register_objective
 
 
-class SimCLRLoss(nn.Module):
+@register_objective
+class SimCLRLoss(Objective):
     """NT-Xent (normalised temperature-scaled cross entropy) over ``K`` views.
 
     Input ``z`` of shape ``(B, K, D)``: the raw projector outputs of ``B`` samples with
@@ -56,6 +57,9 @@ class SimCLRLoss(nn.Module):
         >>> loss.backward()
     """
 
+    name = "simclr"
+    min_views = 2
+
     def __init__(self, temperature: float = 0.5, distributed: bool = True) -> None:
         super().__init__()
         self.temperature = check_coefficient(
@@ -65,7 +69,6 @@ class SimCLRLoss(nn.Module):
             note="SimCLR uses 0.5 for CIFAR-10 and 0.1 for ImageNet",
         )
         self.distributed = bool(distributed)
-        self.components: dict[str, torch.Tensor] = {}
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, distributed={self.distributed}"
@@ -75,7 +78,7 @@ class SimCLRLoss(nn.Module):
 
         Returns scalar tensors ``"loss"``, ``"positive_cosine"`` and ``"negative_cosine"``.
         """
-        check_views(z, min_views=2, name="z")
+        check_views(z, min_views=self.min_views, name="z")
         if self.distributed:
             z = gather_with_grad(z)
         # Softmax over many logits: keep it out of half precision and autocast.
@@ -104,5 +107,5 @@ class SimCLRLoss(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """NT-Xent loss (scalar tensor) of ``z`` of shape ``(B, K, D)``."""
         parts = self.terms(z)
-        self.components = {name: value.detach() for name, value in parts.items()}
+        self._components = {name: value.detach() for name, value in parts.items()}
         return parts["loss"]

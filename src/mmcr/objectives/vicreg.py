@@ -7,13 +7,14 @@ Self-Supervised Learning". ICLR 2022, arXiv 2105.04906.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from mmcr.distributed import gather_with_grad
-from mmcr.objectives.base import check_coefficient, check_views, full_precision
+from mmcr.objectives.base import Objective, check_coefficient, check_views, full_precision
+from mmcr.objectives.registry import register_objective
 
 
-class VICRegLoss(nn.Module):
+@register_objective
+class VICRegLoss(Objective):
     """VICReg loss: invariance between views plus variance and covariance regularisers.
 
     Input ``z`` of shape ``(B, K, D)``: the raw projector outputs of ``B`` samples with
@@ -55,6 +56,9 @@ class VICRegLoss(nn.Module):
         >>> loss.backward()
     """
 
+    name = "vicreg"
+    min_views = 2
+
     def __init__(
         self,
         sim_coeff: float = 25.0,
@@ -71,7 +75,6 @@ class VICRegLoss(nn.Module):
             "eps", eps, positive=True, note="it keeps sqrt differentiable at a zero variance"
         )
         self.distributed = bool(distributed)
-        self.components: dict[str, torch.Tensor] = {}
 
     def extra_repr(self) -> str:
         return (
@@ -85,7 +88,7 @@ class VICRegLoss(nn.Module):
         Returns scalar tensors ``"loss"``, ``"invariance"``, ``"variance"`` and
         ``"covariance"``.
         """
-        check_views(z, min_views=2, name="z")
+        check_views(z, min_views=self.min_views, name="z")
         if self.distributed:
             z = gather_with_grad(z)
         with full_precision(z):
@@ -119,5 +122,5 @@ class VICRegLoss(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """VICReg loss (scalar tensor) of ``z`` of shape ``(B, K, D)``."""
         parts = self.terms(z)
-        self.components = {name: value.detach() for name, value in parts.items()}
+        self._components = {name: value.detach() for name, value in parts.items()}
         return parts["loss"]

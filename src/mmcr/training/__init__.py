@@ -1,1 +1,5 @@
-"""Pretraining: the loop, optimisers and learning-rate schedules, checkpoints."""
+"""Pretraining: the loop and its step."""
+
+from mmcr.training.pretrain import pretrain
+
+__all__ = ["pretrain"]

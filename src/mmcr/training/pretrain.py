@@ -39,9 +39,9 @@ from mmcr.models import MMCRNetwork, build_encoder, build_projector, convert_syn
 from mmcr.models.momentum import MomentumEncoder, cosine_tau
 from mmcr.objectives import build_objective
 from mmcr.objectives.base import check_finite
-from mmcr.training.checkpoint import load_checkpoint, save_checkpoint
-from mmcr.training.config import PretrainConfig
-from mmcr.training.optim import build_optimizer, lr_at, scale_lr, set_lr
+from mmcr.checkpoint import load_checkpoint, save_checkpoint
+from mmcr.config import PretrainConfig
+from mmcr.optim import build_optimizer, lr_at, scale_lr, set_lr
 
 CHECKPOINT_NAME = "last.pt"
 METRICS_NAME = "metrics.jsonl"

@@ -1,0 +1,206 @@
+"""From a recipe to objects: data, views, network, objective, optimiser, device; the typed checkpoint.
+
+The assembly layer. Every consumer of a :class:`~mmcr.config.PretrainConfig` (the training
+loop, ``mmcr eval``, the experiment runner, the benchmarks) builds its pieces here, so a
+recipe means the same network, the same views and the same objective everywhere.
+
+>>> from mmcr.config import build_config
+>>> cfg = build_config("configs/fashion_mnist.toml")   # doctest: +SKIP
+>>> data = load_data(cfg)                               # doctest: +SKIP
+>>> network = build_network(cfg, data.channels)         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmcr import distributed as mdist
+from mmcr.checkpoint import load_checkpoint, save_checkpoint
+from mmcr.config import PretrainConfig, build_config
+from mmcr.data import AugmentConfig, ImageDataset, dataset_info, load_dataset, preset, train_val_split
+from mmcr.models import MMCRNetwork, build_encoder, build_projector
+from mmcr.objectives import Objective, build_objective
+from mmcr.optim import build_optimizer, scale_lr
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` is CUDA (this process's local GPU under torchrun) where available, else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", mdist.local_rank() if mdist.is_distributed() else 0)
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N, mps") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available on this machine")
+    return device
+
+
+@dataclass
+class Data:
+    """The pretraining images and the labelled validation split used for monitoring."""
+
+    train: ImageDataset  # pretraining images (labels may be -1)
+    memory: ImageDataset  # labelled training images: the kNN monitor's memory bank
+    val: ImageDataset  # held-out labelled images (model selection only)
+    channels: int
+    num_classes: int
+
+
+def _load(cfg: PretrainConfig, split: str) -> ImageDataset:
+    return load_dataset(
+        cfg.dataset, split, cfg.data_dir, image_size=cfg.image_size, size=cfg.synthetic_size, seed=cfg.seed
+    )
+
+
+def load_data(cfg: PretrainConfig) -> Data:
+    """Load the training split and hold out a stratified validation split (fixed seed).
+
+    ``train_split = "train+<other>"`` (STL-10's unlabelled images) adds the other splits
+    to the pretraining images, never to the kNN memory or the validation split.
+    """
+    splits = cfg.train_split.split("+")
+    if splits[0] != "train" or "train" in splits[1:]:
+        raise ValueError(f"train_split must be 'train' or 'train+<other>', got {cfg.train_split!r}")
+    labelled = _load(cfg, "train")
+    extra = [_load(cfg, s) for s in splits[1:]]
+    train_idx, val_idx = train_val_split(labelled.labels, cfg.val_fraction, cfg.seed)
+    memory = labelled.subset(train_idx)
+    train = memory
+    if extra:
+        train = ImageDataset(
+            images=torch.cat([memory.images, *[e.images for e in extra]]),
+            labels=torch.cat([memory.labels, *[e.labels for e in extra]]),
+            num_classes=memory.num_classes,
+            name=memory.name,
+            classes=memory.classes,
+        )
+    return Data(
+        train=train,
+        memory=memory,
+        val=labelled.subset(val_idx),
+        channels=labelled.channels,
+        num_classes=labelled.num_classes,
+    )
+
+
+def load_test(cfg: PretrainConfig) -> ImageDataset:
+    """The data set's test split, read as the training split was (same folder and image size)."""
+    return _load(cfg, "test")
+
+
+def augment_config(cfg: PretrainConfig) -> AugmentConfig:
+    """The recipe's augmentation: its preset (by default the data set's), crop size and scale."""
+    config = preset(cfg.augment or dataset_info(cfg.dataset).augment, crop_size=cfg.crop_size)
+    if cfg.crop_scale is not None:
+        config = dataclasses.replace(config, crop_scale=(cfg.crop_scale[0], cfg.crop_scale[1]))
+    return config
+
+
+def build_network(cfg: PretrainConfig, in_channels: int) -> MMCRNetwork:
+    """Encoder + projector of the recipe, for images with ``in_channels`` channels."""
+    kwargs: dict[str, Any] = dict(cfg.encoder_args)
+    if cfg.encoder_width is not None:
+        kwargs["width"] = cfg.encoder_width
+    if cfg.maxpool is not None:
+        kwargs["maxpool"] = cfg.maxpool
+    encoder = build_encoder(cfg.encoder, in_channels=in_channels, **kwargs)
+    feature_dim = int(encoder.feature_dim)  # type: ignore[arg-type]
+    projector = build_projector(feature_dim, cfg.projector_hidden, cfg.projector_dim)
+    return MMCRNetwork(encoder, projector)
+
+
+def objective_kwargs(cfg: PretrainConfig) -> dict[str, Any]:
+    """The objective's hyper-parameters: ``objective_args``, with ``lmbda`` as MMCR's alias.
+
+    ``lmbda`` (a field of its own because every MMCR recipe sets it) means
+    ``objective_args = {lmbda = ...}``; giving both with different values is an error.
+    """
+    kwargs = dict(cfg.objective_args)
+    if cfg.lmbda:
+        if cfg.objective != "mmcr":
+            raise ValueError(f"lmbda is an MMCR option; objective {cfg.objective!r} takes objective_args")
+        if "lmbda" in kwargs and kwargs["lmbda"] != cfg.lmbda:
+            raise ValueError(
+                f"lmbda = {cfg.lmbda} conflicts with objective_args.lmbda = {kwargs['lmbda']}; set one of them"
+            )
+        kwargs["lmbda"] = cfg.lmbda
+    return kwargs
+
+
+def build_loss(cfg: PretrainConfig) -> Objective:
+    """The recipe's objective, by its registered name."""
+    objective = build_objective(cfg.objective, **objective_kwargs(cfg))
+    if cfg.momentum_encoder and not objective.uses_momentum:
+        raise ValueError(f"momentum_encoder: objective {cfg.objective!r} takes no momentum branch")
+    return objective
+
+
+def effective_lr(cfg: PretrainConfig) -> float:
+    """LARS follows the linear scaling rule lr x B / 256; the other optimisers take lr as given."""
+    return scale_lr(cfg.lr, cfg.batch_size) if cfg.optimizer == "lars" else cfg.lr
+
+
+def make_optimizer(cfg: PretrainConfig, network: nn.Module) -> torch.optim.Optimizer:
+    return build_optimizer(
+        cfg.optimizer, network, lr=effective_lr(cfg), weight_decay=cfg.weight_decay, momentum=cfg.momentum
+    )
+
+
+# ----------------------------------------------------------------------------- checkpoint
+
+
+@dataclass
+class Checkpoint:
+    """What ``last.pt`` holds: plain data only (loaded with ``weights_only=True``).
+
+    Attributes:
+        config: the resolved :class:`PretrainConfig` as a dict.
+        model: the network's state dict (encoder and projector).
+        step: optimiser steps taken.
+        in_channels: colour channels of the training images (to rebuild the network).
+        optimizer: the optimiser's state dict (for ``--resume``).
+        momentum: the EMA network's state dict, for the momentum variant.
+        metrics: the last validation-monitor record.
+    """
+
+    config: dict[str, Any]
+    model: dict[str, Any]
+    step: int
+    in_channels: int
+    optimizer: dict[str, Any] | None = None
+    momentum: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        state = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return save_checkpoint(state, path)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+        state = load_checkpoint(path, map_location=map_location)
+        missing = [k for k in ("step", "in_channels") if k not in state]
+        if missing:
+            raise ValueError(f"{path} is not an mmcr checkpoint: it has no {', '.join(missing)} entry")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in state.items() if k in names})
+
+    def recipe(self) -> PretrainConfig:
+        """The configuration that trained it, validated as a recipe is."""
+        return build_config(None, dict(self.config))
+
+
+def load_network(path: str | Path, device: str | torch.device = "cpu") -> tuple[MMCRNetwork, Checkpoint]:
+    """The trained network of a checkpoint, in eval mode, with the checkpoint itself."""
+    checkpoint = Checkpoint.load(path)
+    network = build_network(checkpoint.recipe(), checkpoint.in_channels)
+    network.load_state_dict(checkpoint.model)
+    return network.to(device).eval(), checkpoint

@@ -1,0 +1,135 @@
+"""The files of a run folder, and the one way to write and read them.
+
+A pretraining run writes ``config.json`` (the resolved recipe), ``metrics.jsonl`` (one
+JSON record a line: ``kind = "step"`` every ``log_every`` steps, ``kind = "epoch"`` after
+each monitored epoch) and ``last.pt`` (the checkpoint). Everything that reads or writes
+these files (training, evaluation reports, the experiment runner) goes through here, so
+the layout and the tolerance for a line cut by an interruption are defined once.
+
+Every write is atomic: a temporary file in the same folder, flushed and renamed over the
+target, so a reader never sees half a file and an interruption never corrupts one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+CHECKPOINT_NAME = "last.pt"
+METRICS_NAME = "metrics.jsonl"
+CONFIG_NAME = "config.json"
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays to Python, non-finite floats to None."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    return value
+
+
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` atomically."""
+    return write_atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def write_json(path: str | Path, data: Any, *, sort_keys: bool = False) -> Path:
+    """Write ``data`` as indented JSON atomically (numpy values converted, non-finite floats null)."""
+    return write_text(path, json.dumps(jsonable(data), indent=2, sort_keys=sort_keys) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file; blank lines and a line cut by an interruption are skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
+    """Append one record as a line (starting a new line if the last one was cut)."""
+    path = Path(path)
+    with path.open("a+") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() > 0:
+            handle.seek(handle.tell() - 1)
+            if handle.read(1) != "\n":
+                handle.write("\n")
+        handle.write(json.dumps(jsonable(record)) + "\n")
+
+
+def last_records(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The last ``kind = "step"`` and the last ``kind = "epoch"`` record of a metrics file."""
+    last_step: dict[str, Any] = {}
+    last_epoch: dict[str, Any] = {}
+    for record in read_jsonl(path):
+        if record.get("kind") == "step":
+            last_step = record
+        elif record.get("kind") == "epoch":
+            last_epoch = record
+    return last_step, last_epoch
+
+
+class MetricsLog:
+    """A run's ``metrics.jsonl``, written by rank 0 only; on resume truncated to the resumed step."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None) -> None:
+        self.path = path
+        self.enabled = enabled
+        if not enabled:
+            return
+        kept = []
+        if resume_step is not None:
+            kept = [r for r in read_jsonl(path) if r.get("step", 0) <= resume_step]
+        write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if self.enabled:
+            append_jsonl(self.path, record)
