@@ -21,9 +21,10 @@ import pytest
 import torch
 from torch import nn
 
+from mmcr.build import augment_config, build_network, effective_lr
 from mmcr.checkpoint import load_checkpoint
 from mmcr.config import PretrainConfig, build_config, load_recipe
-from mmcr.training.pretrain import augment_config, build_network, effective_lr, pretrain
+from mmcr.training import pretrain
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RECIPES = sorted(CONFIGS.glob("*.toml"))

@@ -130,7 +130,8 @@ def objective_kwargs(cfg: PretrainConfig) -> dict[str, Any]:
             raise ValueError(f"lmbda is an MMCR option; objective {cfg.objective!r} takes objective_args")
         if "lmbda" in kwargs and kwargs["lmbda"] != cfg.lmbda:
             raise ValueError(
-                f"lmbda = {cfg.lmbda} conflicts with objective_args.lmbda = {kwargs['lmbda']}; set one of them"
+                f"lmbda = {cfg.lmbda} conflicts with objective_args.lmbda = {kwargs['lmbda']}; "
+                "set one of them"
             )
         kwargs["lmbda"] = cfg.lmbda
     return kwargs

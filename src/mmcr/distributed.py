@@ -10,6 +10,7 @@ the single-process gradient.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -31,13 +32,21 @@ def rank() -> int:
 
 def local_rank() -> int:
     """This process's index on its node (torchrun's LOCAL_RANK), 0 without torchrun."""
-    import os
-
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def is_main_process() -> bool:
-    return rank() == 0
+def init_distributed() -> bool:
+    """Initialise torch.distributed from torchrun's environment; False for a single process.
+
+    NCCL where CUDA is available (each process on its local GPU), gloo otherwise.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend=backend)
+    return True
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -82,12 +91,3 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
         )
     out: torch.Tensor = _GatherWithGrad.apply(x)
     return out
-
-
-def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean of a tensor over ranks (no gradient); identity without a process group."""
-    if not is_distributed():
-        return x
-    y = x.detach().clone()
-    dist.all_reduce(y, op=dist.ReduceOp.SUM)
-    return y / world_size()

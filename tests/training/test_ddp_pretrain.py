@@ -39,11 +39,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mmcr.data.views import MultiViewAugment
-from mmcr.training import pretrain as pretrain_module
+import mmcr.build as build_module
 from mmcr.checkpoint import load_checkpoint
 from mmcr.config import PretrainConfig, build_config
-from mmcr.training.pretrain import pretrain
+from mmcr.data.views import MultiViewAugment
+from mmcr.training import loop as loop_module
+from mmcr.training import pretrain
+from mmcr.training import step as step_module
 
 try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
     from distributed_helpers import run_distributed
@@ -108,7 +110,7 @@ class RankFreeAugment(MultiViewAugment):
         return torch.cat(views)
 
 
-_REAL_BUILD_NETWORK = pretrain_module.build_network
+_REAL_BUILD_NETWORK = step_module.build_network
 
 
 def network_without_batch_norm(cfg: PretrainConfig, in_channels: int) -> nn.Module:
@@ -134,7 +136,10 @@ def patched(target: Any, **attributes: Any) -> Iterator[None]:
 
 @contextmanager
 def exact_mode() -> Iterator[None]:
-    with patched(pretrain_module, MultiViewAugment=RankFreeAugment, build_network=network_without_batch_norm):
+    with (
+        patched(loop_module, MultiViewAugment=RankFreeAugment),
+        patched(step_module, build_network=network_without_batch_norm),
+    ):
         yield
 
 
@@ -145,9 +150,9 @@ def _plain_run_counting_writes(out: Path) -> dict[str, Any]:
     """A plain run (real views, batch norm, Adam) that counts what this rank writes."""
     counts = {"checkpoints": 0, "configs": 0, "metric_records": 0}
     seen: list[torch.Tensor] = []
-    real_save = pretrain_module.save_checkpoint
+    real_save = build_module.save_checkpoint
     real_config_save = PretrainConfig.save
-    real_write = pretrain_module.MetricsLog.write
+    real_write = loop_module.MetricsLog.write
 
     def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
         counts["checkpoints"] += 1
@@ -171,9 +176,10 @@ def _plain_run_counting_writes(out: Path) -> dict[str, Any]:
             return super().forward(images, num_views, generator)
 
     with (
-        patched(pretrain_module, save_checkpoint=save_checkpoint, MultiViewAugment=RecordingAugment),
+        patched(build_module, save_checkpoint=save_checkpoint),
+        patched(loop_module, MultiViewAugment=RecordingAugment),
         patched(PretrainConfig, save=config_save),
-        patched(pretrain_module.MetricsLog, write=write),
+        patched(loop_module.MetricsLog, write=write),
     ):
         ckpt = pretrain(config(out, BASE))
     return {**counts, "checkpoint": str(ckpt), "step0_images": seen[0]}
@@ -266,8 +272,8 @@ def test_each_rank_takes_its_contiguous_share_of_the_global_batch(
 ) -> None:
     root, ranks = runs
     cfg = config(root / "plain2", BASE)
-    data = pretrain_module.load_data(cfg)
-    order = pretrain_module._epoch_order(cfg, 0, len(data.train))
+    data = build_module.load_data(cfg)
+    order = step_module.epoch_order(cfg.seed, 0, len(data.train))
     batch = order[: cfg.batch_size]
     local = cfg.batch_size // WORLD_SIZE
     for rank, result in enumerate(ranks):

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import torch
 
-from mmcr.training import pretrain as pretrain_module
 from mmcr.checkpoint import load_checkpoint, save_checkpoint
 from mmcr.config import build_config, load_recipe
-from mmcr.training.pretrain import pretrain
+from mmcr.training import pretrain
+from mmcr.training import step as step_module
 
 TINY = {
     "dataset": "digits",
@@ -107,14 +107,14 @@ def test_baseline_objectives_train(tmp_path: Path, objective: str) -> None:
 
 
 def test_non_finite_embeddings_raise_naming_the_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = pretrain_module.build_network
+    real = step_module.build_network
 
     def poisoned(cfg: Any, in_channels: int) -> Any:
         net = real(cfg, in_channels)
         net.projector.register_forward_hook(lambda m, i, o: o * float("nan"))
         return net
 
-    monkeypatch.setattr(pretrain_module, "build_network", poisoned)
+    monkeypatch.setattr(step_module, "build_network", poisoned)
     with pytest.raises(ValueError, match="non-finite at step 0"):
         run(tmp_path, "nan")
 

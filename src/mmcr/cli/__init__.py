@@ -19,7 +19,7 @@ The main job on the default data (Fashion-MNIST, small ConvNet, 2 CPU cores):
 
 def _pretrain(args: argparse.Namespace) -> int:
     from mmcr.config import build_config, overrides_from_args
-    from mmcr.training.pretrain import pretrain
+    from mmcr.training import pretrain
 
     cfg = build_config(args.config, overrides_from_args(args))
     path = pretrain(cfg, resume=args.resume)
@@ -51,7 +51,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from mmcr.evaluation.evaluate import EvalOptions, evaluate
+    from mmcr.evaluate import EvalOptions, evaluate
 
     results = evaluate(
         EvalOptions(

@@ -71,6 +71,34 @@ def multiview_embeddings(
     return torch.cat(zs)
 
 
+def view_geometry(
+    network: torch.nn.Module,
+    images: torch.Tensor,
+    augment: torch.nn.Module,
+    num_views: int,
+    *,
+    points: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+    chunk: int = 256,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The geometry of ``num_views`` fresh views of ``images``: ``(geometry, mi)``.
+
+    ``geometry`` is :func:`batched_geometry` at ``points`` samples per batch (the training
+    batch size, since PPE depends on P); ``mi`` the terms of
+    :func:`~mmcr.geometry.mi_lower_bound` over all images (empty for a single view). The
+    views are drawn ``chunk`` images at a time from a generator seeded with ``seed``.
+    """
+    from mmcr.geometry.mutual_information import mi_lower_bound
+
+    generator = torch.Generator().manual_seed(seed)
+    z = multiview_embeddings(
+        network, images, augment, num_views, generator=generator, device=device, batch_size=chunk
+    )
+    mi = {key: float(value) for key, value in mi_lower_bound(z).items()} if z.shape[1] >= 2 else {}
+    return batched_geometry(z, points), mi
+
+
 def batched_geometry(z: torch.Tensor, points: int) -> dict[str, float]:
     """:func:`~mmcr.geometry.geometry_summary` over consecutive batches of ``points`` samples, averaged.
 

@@ -88,8 +88,27 @@ def check_views(z: torch.Tensor, *, min_views: int = 1, name: str = "z", finite:
         check_finite(z, name=name)
 
 
+class NonFiniteError(ValueError):
+    """Embeddings that hold NaN or infinite values (they are never dropped)."""
+
+    def __init__(
+        self, name: str, bad: int, numel: int, shape: tuple[int, ...], step: int | None = None
+    ) -> None:
+        self.name, self.bad, self.numel, self.shape, self.step = name, bad, numel, shape, step
+        where = f" at step {step}" if step is not None else ""
+        super().__init__(
+            f"{name}: the embeddings are non-finite{where}: {bad} of {numel} values are "
+            f"NaN or infinite (shape {shape}); they are not dropped. Lower the "
+            "learning rate, check the input data, or disable bf16 autocast."
+        )
+
+    def at(self, step: int, name: str | None = None) -> NonFiniteError:
+        """The same error, naming the training step (and what the values are)."""
+        return NonFiniteError(name or self.name, self.bad, self.numel, self.shape, step)
+
+
 def check_finite(x: torch.Tensor, *, name: str = "z", step: int | None = None) -> None:
-    """Raise ``ValueError`` if ``x`` holds NaN or infinite values, naming the count.
+    """Raise :class:`NonFiniteError` if ``x`` holds NaN or infinite values, naming the count.
 
     ``step`` (a training step) is included in the message when given.
     """
@@ -99,13 +118,7 @@ def check_finite(x: torch.Tensor, *, name: str = "z", step: int | None = None) -
         return
     finite = torch.isfinite(x)
     if not bool(finite.all()):
-        bad = int((~finite).sum())
-        where = f" at step {step}" if step is not None else ""
-        raise ValueError(
-            f"{name}: the embeddings are non-finite{where}: {bad} of {x.numel()} values are "
-            f"NaN or infinite (shape {tuple(x.shape)}); they are not dropped. Lower the "
-            "learning rate, check the input data, or disable bf16 autocast."
-        )
+        raise NonFiniteError(name, int((~finite).sum()), x.numel(), tuple(x.shape), step)
 
 
 def normalize_views(z: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -1,5 +1,8 @@
 """``mmcr eval``: score a checkpoint with kNN, a linear probe and the geometry of its embeddings.
 
+The job that joins the assembly layer (:mod:`mmcr.build`: the checkpoint's recipe, data and
+network) to the scoring pieces of :mod:`mmcr.evaluation`.
+
 Model selection never looks at the test split: kNN's k and temperature and the probe's
 L2 weight are chosen on the validation split held out of the training set (the same
 seeded split as pretraining), and the test split gives the final numbers only.
@@ -11,7 +14,6 @@ The same code scores two references, so that gains are measured, not assumed:
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -21,15 +23,14 @@ from typing import Any
 
 import torch
 
-from mmcr.data.datasets import load_dataset
-from mmcr.evaluation.embed import batched_apply, batched_geometry, multiview_embeddings
+from mmcr.build import Checkpoint, augment_config, build_network, load_data, load_test, resolve_device
+from mmcr.config import PretrainConfig, build_config
+from mmcr.data import MultiViewAugment
+from mmcr.evaluation.embed import batched_apply, view_geometry
 from mmcr.evaluation.knn import knn_accuracy, select_knn
 from mmcr.evaluation.linear_probe import PROBE_WEIGHT_DECAYS, evaluate_linear_probe
 from mmcr.geometry.metrics import effective_rank
-from mmcr.geometry.mutual_information import mi_lower_bound
-from mmcr.checkpoint import load_checkpoint
-from mmcr.config import PretrainConfig, build_config
-from mmcr.training.pretrain import augment_config, build_network, load_data, resolve_device
+from mmcr.records import write_json
 
 
 @dataclass
@@ -62,10 +63,10 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
             raise ValueError(f"probe_weight_decays must be a non-empty list of numbers >= 0, got {decays}")
         if options.probe_max_iter < 1:
             raise ValueError(f"probe_max_iter must be >= 1, got {options.probe_max_iter}")
-    state: dict[str, Any] | None = None
+    checkpoint: Checkpoint | None = None
     if options.checkpoint is not None:
-        state = load_checkpoint(options.checkpoint)
-        cfg = build_config(None, {k: v for k, v in state["config"].items()})
+        checkpoint = Checkpoint.load(options.checkpoint)
+        cfg = checkpoint.recipe()
     else:
         if not (options.raw_pixels or options.random_init):
             raise ValueError("give a checkpoint, or --raw-pixels / --random-init with --config")
@@ -84,16 +85,11 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
 
     data = load_data(cfg)
-    test = (
-        load_dataset(cfg.dataset, "test", cfg.data_dir, image_size=cfg.image_size)
-        if cfg.dataset != "synthetic"
-        else data.val
-    )
+    test = load_test(cfg)
     aug = augment_config(cfg)
     network = build_network(cfg, data.channels).to(device)
-    if mode == "trained":
-        assert state is not None
-        network.load_state_dict(state["model"])
+    if checkpoint is not None and mode == "trained":
+        network.load_state_dict(checkpoint.model)
     network.eval()
 
     if mode == "raw-pixels":
@@ -129,7 +125,7 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
         "dataset": cfg.dataset,
         "encoder": cfg.encoder,
         "objective": cfg.objective,
-        "train_step": None if state is None else state["step"],
+        "train_step": None if checkpoint is None else checkpoint.step,
         "feature_dim": int(f_train.shape[1]),
         "num_train": len(data.memory),
         "num_val": len(data.val),
@@ -173,7 +169,7 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
             + ", ".join(f"{k} {v:.4f}" for k, v in results["geometry"].items())
         )
     results["seconds"] = time.perf_counter() - t0
-    (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(out / "eval.json", results)
     if options.report:
         from mmcr.evaluation.report import write_report
 
@@ -196,17 +192,15 @@ def embedding_geometry(
     Computed on batches of the training batch size (PPE depends on the number of
     points P) and averaged.
     """
-    from mmcr.data.views import MultiViewAugment
-
-    augment = MultiViewAugment(augment_config(cfg))
-    k = options.geometry_views or max(cfg.num_views, 2)
-    images = images[: options.geometry_images]
-    generator = torch.Generator().manual_seed(cfg.seed + 11)
-    z_all = multiview_embeddings(network, images, augment, k, generator=generator, device=device)
-    out = batched_geometry(z_all, cfg.batch_size)
-    mi = mi_lower_bound(z_all)
-    out["mi_lower_bound"] = float(mi["bound"])
-    out["mi_reconstruction"] = float(mi["reconstruction"])
-    out["mi_entropy"] = float(mi["entropy"])
-    out["mi_kappa"] = float(mi["kappa"])
-    return out
+    geometry, mi = view_geometry(
+        network,
+        images[: options.geometry_images],
+        MultiViewAugment(augment_config(cfg)),
+        options.geometry_views or max(cfg.num_views, 2),
+        points=cfg.batch_size,
+        seed=cfg.seed + 11,
+        device=device,
+    )
+    for key in ("bound", "reconstruction", "entropy", "kappa"):
+        geometry[f"mi_{key}"] = mi[key]
+    return geometry

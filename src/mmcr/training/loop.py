@@ -1,0 +1,235 @@
+"""The pretraining loop, top to bottom: build, resume, step, log, monitor, checkpoint.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) every process takes a contiguous share of each
+global batch of ``batch_size`` images, the network is wrapped in
+DistributedDataParallel, the objective sees the global batch (gathered with exact
+gradients), and rank 0 alone writes logs and checkpoints. ``--resume`` from any
+checkpoint, also one written mid-epoch by an interruption, follows the trajectory of an
+uninterrupted run exactly (see :mod:`mmcr.training.step`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from mmcr import distributed as mdist
+from mmcr.build import Checkpoint, Data, augment_config, load_data, resolve_device
+from mmcr.config import RESUMABLE_FIELDS, PretrainConfig, config_differences
+from mmcr.data import MultiViewAugment
+from mmcr.evaluation.monitor import ValidationMonitor
+from mmcr.records import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, MetricsLog
+from mmcr.training.step import TrainState, build_state, local_batches, train_step
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
+    """Run pretraining as configured; returns the path of the final checkpoint.
+
+    With ``resume=True`` training continues from ``<out>/last.pt`` if it exists. A
+    ``threads`` setting applies while training runs; the caller's torch thread count is
+    restored afterwards (also on errors and interruption).
+    """
+    previous_threads = torch.get_num_threads()
+    try:
+        return _pretrain(cfg, resume)
+    finally:
+        if cfg.threads is not None and torch.get_num_threads() != previous_threads:
+            torch.set_num_threads(previous_threads)
+
+
+def _pretrain(cfg: PretrainConfig, resume: bool) -> Path:
+    distributed = mdist.init_distributed()
+    is_main = mdist.rank() == 0
+    if cfg.batch_size % mdist.world_size() != 0:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} must be divisible by the number of processes {mdist.world_size()}"
+        )
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    data = load_data(cfg)
+    augment = MultiViewAugment(augment_config(cfg))
+    state = build_state(cfg, data.channels, len(data.train), device, augment)
+    ckpt_path = out / CHECKPOINT_NAME
+    metrics = _resume(state, ckpt_path, is_main) if resume else {}
+    log = MetricsLog(out / METRICS_NAME, enabled=is_main, resume_step=state.step if resume else None)
+    monitor = ValidationMonitor(
+        data.memory,
+        data.val,
+        augment,
+        num_views=cfg.num_views,
+        points=cfg.batch_size,
+        knn_k=cfg.knn_k,
+        knn_temperature=cfg.knn_temperature,
+        size=cfg.monitor_size,
+        seed=cfg.seed,
+    )
+    if is_main:
+        cfg.save(out / CONFIG_NAME)
+        _announce(cfg, state, data)
+    progress = _progress_bar(cfg, state) if is_main else None
+
+    def save() -> None:
+        if is_main:
+            _checkpoint(state, data, metrics).save(ckpt_path)
+
+    state.network.train()
+    timer = _Rate(cfg.batch_size, state.step)
+    try:
+        for local in local_batches(state, len(data.train)):
+            loss, lr = train_step(state, data.train.images[local].to(device, non_blocking=True))
+            if state.step % cfg.log_every == 0 or state.step == state.schedule.total_steps:
+                record = _step_record(state, loss, lr, timer)
+                log.write(record)
+                if progress is not None:
+                    progress.set_postfix(_postfix(record))
+            if progress is not None:
+                progress.update(1)
+            if state.step % state.schedule.steps_per_epoch and state.step != state.schedule.total_steps:
+                continue
+            # an epoch ended (or the run did): monitor, checkpoint, maybe stop
+            epoch = math.ceil(state.step / state.schedule.steps_per_epoch)
+            last = state.step == state.schedule.total_steps
+            if is_main and ((cfg.eval_every and epoch % cfg.eval_every == 0) or last):
+                metrics = monitor(state.network, device)
+                log.write({"kind": "epoch", "step": state.step, "epoch": _epoch(state), **metrics})
+                if progress is not None:
+                    progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            stop = cfg.stop_at_epoch is not None and epoch >= cfg.stop_at_epoch
+            if last or stop or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0):
+                save()
+            if stop and not last:
+                if is_main:
+                    message = f"stopping after epoch {epoch} (stop_at_epoch); continue with --resume"
+                    print(message, file=sys.stderr)
+                break
+        if state.step == state.schedule.total_steps and not ckpt_path.exists():
+            save()
+    except KeyboardInterrupt:
+        save()
+        if is_main:
+            message = f"interrupted at step {state.step}: checkpoint saved to {ckpt_path}"
+            print(f"\n{message}; continue with --resume", file=sys.stderr)
+        raise
+    if progress is not None:
+        progress.close()
+    if distributed:
+        dist.barrier()
+    return ckpt_path
+
+
+# ----------------------------------------------------------------------------- the loop's parts
+
+
+def _resume(state: TrainState, ckpt_path: Path, is_main: bool) -> dict[str, float]:
+    """Load ``ckpt_path`` into ``state`` if it exists; returns its last monitor record."""
+    if not ckpt_path.exists():
+        if is_main:
+            print(f"no checkpoint at {ckpt_path}: starting from scratch", file=sys.stderr)
+        return {}
+    checkpoint = Checkpoint.load(ckpt_path, map_location=state.device)
+    changed = config_differences(checkpoint.config, state.cfg.to_dict(), may_differ=RESUMABLE_FIELDS)
+    if changed:
+        raise ValueError(
+            "cannot resume: the checkpoint was trained with a different configuration for "
+            + ", ".join(changed)
+        )
+    state.network.load_state_dict(checkpoint.model)
+    if checkpoint.optimizer is None:
+        raise ValueError(f"cannot resume from {ckpt_path}: it holds no optimiser state")
+    state.optimizer.load_state_dict(checkpoint.optimizer)
+    if state.momentum is not None and checkpoint.momentum is not None:
+        state.momentum.load_state_dict(checkpoint.momentum)
+    state.step = checkpoint.step
+    if is_main:
+        print(f"resuming from {ckpt_path} at step {state.step}/{state.schedule.total_steps}", file=sys.stderr)
+    return dict(checkpoint.metrics)
+
+
+def _checkpoint(state: TrainState, data: Data, metrics: dict[str, float]) -> Checkpoint:
+    return Checkpoint(
+        config=state.cfg.to_dict(),
+        model=state.network.state_dict(),
+        step=state.step,
+        in_channels=data.channels,
+        optimizer=state.optimizer.state_dict(),
+        momentum=state.momentum.state_dict() if state.momentum is not None else None,
+        metrics=metrics,
+    )
+
+
+def _epoch(state: TrainState) -> float:
+    return state.step / state.schedule.steps_per_epoch
+
+
+class _Rate:
+    """Images per second since the previous reading, and seconds since the start."""
+
+    def __init__(self, batch_size: int, step: int) -> None:
+        self.batch_size = batch_size
+        self.start = self.window_start = time.perf_counter()
+        self.window_step = step
+
+    def read(self, step: int) -> tuple[float, float]:
+        now = time.perf_counter()
+        rate = (step - self.window_step) * self.batch_size / max(now - self.window_start, 1e-9)
+        self.window_start, self.window_step = now, step
+        return rate, now - self.start
+
+
+def _step_record(state: TrainState, loss: torch.Tensor, lr: float, timer: _Rate) -> dict[str, Any]:
+    rate, elapsed = timer.read(state.step)
+    record: dict[str, Any] = {
+        "kind": "step",
+        "step": state.step,
+        "epoch": _epoch(state),
+        "loss": float(loss),
+        "lr": lr,
+        "images_per_s": rate,
+        "time": elapsed,
+    }
+    for name, value in getattr(state.objective, "components", {}).items():
+        if name not in ("loss", "batch_size"):
+            v = float(value)
+            record[name] = None if math.isnan(v) else v
+    return record
+
+
+def _postfix(record: dict[str, Any]) -> dict[str, str]:
+    postfix = {"loss": f"{record['loss']:.4f}", "img/s": f"{record['images_per_s']:.0f}"}
+    if record.get("ppe") is not None:
+        postfix["ppe"] = f"{record['ppe']:.4f}"
+    return postfix
+
+
+def _progress_bar(cfg: PretrainConfig, state: TrainState) -> Any:
+    if not cfg.progress:
+        return None
+    from tqdm import tqdm
+
+    total = state.schedule.total_steps
+    return tqdm(total=total, initial=state.step, desc="pretrain", unit="step", dynamic_ncols=True)
+
+
+def _announce(cfg: PretrainConfig, state: TrainState, data: Data) -> None:
+    world = mdist.world_size()
+    print(json.dumps({"config": cfg.to_dict(), "world_size": world, "device": str(state.device)}))
+    params = sum(p.numel() for p in state.network.parameters()) / 1e6
+    print(
+        f"{len(data.train)} training images ({len(data.val)} held out for validation), "
+        f"{state.schedule.steps_per_epoch} steps/epoch, {state.schedule.total_steps} steps, "
+        f"{cfg.num_views} views, network {params:.2f}M parameters",
+        file=sys.stderr,
+    )
