@@ -26,6 +26,7 @@ synthetic 1 x 28 x 28 images.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -43,16 +44,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
 
 import mmcr.distributed as mdist
 import mmcr.objectives.mmcr as mmcr_objective
-from mmcr.data.datasets import load_dataset, synthetic_dataset
-from mmcr.data.views import MultiViewAugment
-from mmcr.models import to_channels_last
+from mmcr.build import augment_config
 from mmcr.config import PretrainConfig, build_config
-from mmcr.optim import build_optimizer
-from mmcr.training.pretrain import augment_config, build_loss, build_network, effective_lr
+from mmcr.data import MultiViewAugment, load_dataset, synthetic_dataset
+from mmcr.training import build_state, train_step
+from mmcr.training.step import local_batches
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist.toml"
 PHASES = ("augment", "forward", "backward", "optimizer", "gather_forward", "gather_backward", "cpu")
@@ -140,60 +139,35 @@ def load_images(cfg: PretrainConfig, synthetic: bool) -> tuple[torch.Tensor, str
 
 
 def train_steps(cfg: PretrainConfig, images: torch.Tensor, total_steps: int) -> Records:
-    """Run the recipe's training step ``total_steps`` times; per-step phase times (seconds)."""
-    rank, world = mdist.rank(), mdist.world_size()
+    """Run :func:`mmcr.training.train_step` ``total_steps`` times; per-step phase times (seconds)."""
     torch.manual_seed(cfg.seed)
-    network = build_network(cfg, in_channels=images.shape[1])
-    if cfg.channels_last:
-        network = to_channels_last(network)  # type: ignore[assignment]
-    model: nn.Module = nn.parallel.DistributedDataParallel(network) if world > 1 else network
-    loss_fn = build_loss(cfg)
-    optimizer = build_optimizer(
-        cfg.optimizer, network, lr=effective_lr(cfg), weight_decay=cfg.weight_decay, momentum=cfg.momentum
-    )
     augment = MultiViewAugment(augment_config(cfg))
-    local_batch = cfg.batch_size // world
-    steps_per_epoch = images.shape[0] // cfg.batch_size
+    state = build_state(cfg, images.shape[1], images.shape[0], torch.device("cpu"), augment)
     timer = GatherTimer()
     records: Records = []
-    network.train()
+    marks: dict[str, float] = {}
+
+    def mark(phase: str) -> None:
+        marks[phase] = time.perf_counter()
+
+    state.network.train()
     with timer.installed():
-        for step in range(total_steps):
-            epoch, pos = divmod(step, steps_per_epoch)
-            order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(cfg.seed + epoch))
-            batch = order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
-            local = batch[rank * local_batch : (rank + 1) * local_batch]
+        for local in itertools.islice(local_batches(state, images.shape[0]), total_steps):
             timer.reset()
             c0 = time.process_time()
             t0 = time.perf_counter()
-            with torch.no_grad():
-                generator = torch.Generator().manual_seed(step * 1009 + rank)
-                views = augment(images[local], cfg.num_views, generator=generator)
-            b, k = views.shape[:2]
-            x = views.flatten(0, 1)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            t1 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                _, z = model(x)
-            loss = loss_fn(z.float().reshape(b, k, -1))
-            t2 = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            t3 = time.perf_counter()
-            optimizer.step()
-            t4 = time.perf_counter()
+            loss, _ = train_step(state, images[local], phases=mark)
             records.append(
                 {
-                    "step": t4 - t0,
+                    "step": marks["optimizer"] - t0,
                     "cpu": time.process_time() - c0,
-                    "augment": t1 - t0,
-                    "forward": t2 - t1,
-                    "backward": t3 - t2,
-                    "optimizer": t4 - t3,
+                    "augment": marks["augment"] - t0,
+                    "forward": marks["loss"] - marks["augment"],
+                    "backward": marks["backward"] - marks["loss"],
+                    "optimizer": marks["optimizer"] - marks["backward"],
                     "gather_forward": timer.forward,
                     "gather_backward": timer.backward,
-                    "loss": float(loss.detach()),
+                    "loss": float(loss),
                 }
             )
     return records

@@ -16,85 +16,78 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from loss_speed import plain_loss  # the same plain formula as the loss benchmark (same folder)
 
-from mmcr.data.views import MultiViewAugment, augment_one
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.data.augment_reference import augment_one  # the per-image oracle of the tests
+
+from mmcr.build import augment_config, resolve_device
 from mmcr.config import build_config
-from mmcr.optim import build_optimizer
-from mmcr.training.pretrain import augment_config, build_loss, build_network, effective_lr
+from mmcr.data import MultiViewAugment, dataset_info, load_dataset
+from mmcr.training import build_state, train_step
 
 PHASES = ("data", "augment", "forward", "loss", "backward+step")
 
 
 def load_images(dataset: str, n: int, channels: int, size: int) -> torch.Tensor:
     try:
-        from mmcr.data.datasets import load_dataset
-
         return load_dataset(dataset, "train").images[:n]
     except (FileNotFoundError, ValueError):
         return torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8)
 
 
-def per_image_augment(augment: MultiViewAugment, images: torch.Tensor, k: int) -> torch.Tensor:
-    params = augment.sample_params(images, k)
-    return torch.stack(
-        [
-            torch.stack([augment_one(images[n], params, augment.config, (n, v)) for v in range(k)])
-            for n in range(images.shape[0])
-        ]
-    )
+class PerImageAugment(MultiViewAugment):
+    """The same views, made one image and one view at a time (the obvious alternative)."""
+
+    def forward(
+        self, images: torch.Tensor, num_views: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        params = self.sample_params(images, num_views, generator)
+        return torch.stack(
+            [
+                torch.stack([augment_one(images[n], params, self.config, (n, v)) for v in range(num_views)])
+                for n in range(images.shape[0])
+            ]
+        )
 
 
 def run(recipe: str, steps: int, warmup: int, alternative: bool, threads: int) -> dict[str, float]:
+    """Median seconds of each phase of :func:`mmcr.training.train_step` over ``steps`` steps."""
     torch.set_num_threads(threads)
-    cfg = build_config(recipe, {"progress": False})
-    aug = MultiViewAugment(augment_config(cfg))
-    channels = 1 if cfg.augment in ("fashion-mnist", "digits") else 3
-    images = load_images(cfg.dataset, 8192, channels, aug.config.crop_size)
-    network = build_network(cfg, images.shape[1])
-    if cfg.channels_last:
-        network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    loss_fn: Callable[[torch.Tensor], torch.Tensor] = (
-        (lambda z: plain_loss(z, cfg.lmbda)) if alternative else build_loss(cfg)
-    )
-    optimizer = build_optimizer(cfg.optimizer, network, lr=effective_lr(cfg), weight_decay=cfg.weight_decay)
-    b, k = cfg.batch_size, cfg.num_views
+    cfg = build_config(recipe, {"progress": False, "device": "cpu"})
+    augment = (PerImageAugment if alternative else MultiViewAugment)(augment_config(cfg))
+    images = load_images(cfg.dataset, 8192, dataset_info(cfg.dataset).channels, augment.config.crop_size)
+    torch.manual_seed(cfg.seed)
+    state = build_state(cfg, images.shape[1], images.shape[0], resolve_device(cfg.device), augment)
+    if alternative:
+        state.objective = lambda z: plain_loss(z, cfg.lmbda)
     times: dict[str, list[float]] = {p: [] for p in PHASES}
     gen = torch.Generator().manual_seed(0)
+    marks: dict[str, float] = {}
+
+    def mark(phase: str) -> None:
+        marks[phase] = time.perf_counter()
+
     for step in range(warmup + steps):
         t0 = time.perf_counter()
-        idx = torch.randint(0, images.shape[0], (b,), generator=gen)
-        batch = images[idx]
-        t1 = time.perf_counter()
-        with torch.no_grad():
-            views = per_image_augment(aug, batch, k) if alternative else aug(batch, k, generator=gen)
-        x = views.flatten(0, 1)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        t2 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            _, z = network(x)
-        z = z.float().reshape(b, k, -1)
-        t3 = time.perf_counter()
-        loss = loss_fn(z)
-        t4 = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        t5 = time.perf_counter()
+        batch = images[torch.randint(0, images.shape[0], (cfg.batch_size,), generator=gen)]
+        mark("data")
+        train_step(state, batch, phases=mark)
         if step >= warmup:
-            for name, (a, c) in zip(PHASES, [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)], strict=True):
-                times[name].append(c - a)
+            ends = [marks["data"], marks["augment"], marks["forward"], marks["loss"], marks["optimizer"]]
+            starts = [t0, *ends[:-1]]
+            for name, start, end in zip(PHASES, starts, ends, strict=True):
+                times[name].append(end - start)
     medians = {p: statistics.median(v) for p, v in times.items()}
     total = sum(medians.values())
     result = {f"{p}_ms": 1e3 * medians[p] for p in PHASES}
     result["step_ms"] = 1e3 * total
-    result["images_per_s"] = b / total
+    result["images_per_s"] = cfg.batch_size / total
     result["augment_plus_loss_share"] = (medians["augment"] + medians["loss"]) / total
     return result
 
