@@ -118,31 +118,9 @@ def build_network(cfg: PretrainConfig, in_channels: int) -> MMCRNetwork:
     return MMCRNetwork(encoder, projector)
 
 
-def objective_kwargs(cfg: PretrainConfig) -> dict[str, Any]:
-    """The objective's hyper-parameters: ``objective_args``, with ``lmbda`` as MMCR's alias.
-
-    ``lmbda`` (a field of its own because every MMCR recipe sets it) means
-    ``objective_args = {lmbda = ...}``; giving both with different values is an error.
-    """
-    kwargs = dict(cfg.objective_args)
-    if cfg.lmbda:
-        if cfg.objective != "mmcr":
-            raise ValueError(f"lmbda is an MMCR option; objective {cfg.objective!r} takes objective_args")
-        if "lmbda" in kwargs and kwargs["lmbda"] != cfg.lmbda:
-            raise ValueError(
-                f"lmbda = {cfg.lmbda} conflicts with objective_args.lmbda = {kwargs['lmbda']}; "
-                "set one of them"
-            )
-        kwargs["lmbda"] = cfg.lmbda
-    return kwargs
-
-
 def build_loss(cfg: PretrainConfig) -> Objective:
     """The recipe's objective, by its registered name."""
-    objective = build_objective(cfg.objective, **objective_kwargs(cfg))
-    if cfg.momentum_encoder and not objective.uses_momentum:
-        raise ValueError(f"momentum_encoder: objective {cfg.objective!r} takes no momentum branch")
-    return objective
+    return build_objective(cfg.objective, **cfg.objective_kwargs())
 
 
 def effective_lr(cfg: PretrainConfig) -> float:

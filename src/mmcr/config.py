@@ -19,25 +19,27 @@ from typing import Any
 
 import tomllib
 
+from mmcr.records import write_json
+
 
 @dataclass
 class PretrainConfig:
     """Every knob of ``mmcr pretrain``. Field comments are the ``--help`` text."""
 
     # data
-    dataset: str = "fashion-mnist"  # fashion-mnist, digits, cifar10, cifar100, stl10, imagefolder, synthetic
+    dataset: str = "fashion-mnist"  # a registered data set
     data_dir: str | None = None  # where the data set lies (else $MMCR_DATA_DIR, then system paths)
     train_split: str = "train"  # split to pretrain on (stl10: train+unlabeled)
     val_fraction: float = 0.1  # share of the labelled training split held out for model selection
     image_size: int | None = None  # resize stored images (imagefolder; None keeps the native size)
-    synthetic_size: int = 512  # images in the synthetic data set (smoke tests)
+    synthetic_size: int = 512  # images of a generated data set (synthetic: smoke tests)
     # views
-    augment: str = "fashion-mnist"  # augmentation preset: fashion-mnist, cifar, stl10, imagenet, digits
+    augment: str | None = None  # augmentation preset (None: the data set's own)
     crop_size: int | None = None  # crop size of the views (None: the preset's)
     crop_scale: list[float] | None = None  # random-resized-crop area range [min, max] (None: the preset's)
     num_views: int = 2  # K, views per image
     # model
-    encoder: str = "convnet"  # convnet, resnet18_cifar, resnet50_cifar, resnet18, resnet50
+    encoder: str = "convnet"  # encoder architecture
     encoder_width: int | None = None  # base width of the convnet (None: its default)
     maxpool: bool | None = None  # ImageNet ResNets: keep the stem max-pool (None: the encoder's default)
     encoder_args: dict[str, Any] = field(default_factory=dict)  # extra encoder options, e.g. {pool_size = 2}
@@ -45,18 +47,18 @@ class PretrainConfig:
     projector_dim: int = 128  # D, the projector output (embedding) dimension
     sync_batchnorm: bool = False  # convert batch norms to SyncBatchNorm under torch.distributed
     # objective
-    objective: str = "mmcr"  # mmcr, simclr, barlow_twins, vicreg
-    lmbda: float = 0.0  # MMCR: weight of the local nuclear-norm term
-    objective_args: dict[str, Any] = field(default_factory=dict)  # extra objective hyper-parameters
+    objective: str = "mmcr"  # a registered objective
+    lmbda: float = 0.0  # MMCR: weight of the local nuclear-norm term (objective_args.lmbda)
+    objective_args: dict[str, Any] = field(default_factory=dict)  # the objective's hyper-parameters
     momentum_encoder: bool = False  # MMCR: average centroids with an EMA copy of the network
     momentum_tau: float = 0.99  # EMA decay of the momentum network
     momentum_tau_schedule: str = "constant"  # constant or cosine (tau -> 1 over training)
     # optimisation
-    optimizer: str = "adam"  # adam, adamw, sgd, lars
+    optimizer: str = "adam"  # optimiser
     lr: float = 1e-3  # base learning rate (lars: per 256 images, scaled by batch_size / 256)
     weight_decay: float = 1e-6
     momentum: float = 0.9  # sgd / lars momentum
-    schedule: str = "cosine"  # cosine (linear warm-up, then cosine to 0) or constant
+    schedule: str = "cosine"  # learning rate: cosine (linear warm-up, then cosine to 0) or constant
     warmup_epochs: float = 0.0
     epochs: int = 10
     batch_size: int = 256  # B, images per step (each seen in K views), over all processes
@@ -82,7 +84,42 @@ class PretrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_json(path, self.to_dict(), sort_keys=True)
+
+    def objective_kwargs(self) -> dict[str, Any]:
+        """The objective's hyper-parameters: ``objective_args``, with ``lmbda`` as MMCR's alias.
+
+        ``lmbda`` (a field of its own because every MMCR recipe sets it) means
+        ``objective_args = {lmbda = ...}``; giving both with different values is an error.
+        """
+        kwargs = dict(self.objective_args)
+        if self.lmbda:
+            if self.objective != "mmcr":
+                raise ValueError(f"lmbda is an MMCR option; objective {self.objective!r} takes objective_args")
+            if "lmbda" in kwargs and kwargs["lmbda"] != self.lmbda:
+                raise ValueError(
+                    f"lmbda = {self.lmbda} conflicts with objective_args.lmbda = {kwargs['lmbda']}; "
+                    "set one of them"
+                )
+            kwargs["lmbda"] = self.lmbda
+        return kwargs
+
+
+def registered_choices() -> dict[str, list[str]]:
+    """The valid values of the fields that name a registered thing (read from the registries)."""
+    from mmcr.data import PRESETS, dataset_names
+    from mmcr.models import ENCODERS
+    from mmcr.objectives import objective_names
+    from mmcr.optim import OPTIMIZERS, SCHEDULES
+
+    return {
+        "dataset": dataset_names(),
+        "augment": sorted(PRESETS),
+        "encoder": sorted(ENCODERS),
+        "objective": objective_names(),
+        "optimizer": list(OPTIMIZERS),
+        "schedule": list(SCHEDULES),
+    }
 
 
 #: Fields that say where a run goes and how it shows itself, not what it computes: two runs
@@ -228,7 +265,6 @@ def validate(cfg: PretrainConfig) -> None:
         (cfg.lmbda >= 0, f"lmbda must be >= 0, got {cfg.lmbda}"),
         (0 <= cfg.val_fraction < 1, f"val_fraction must be in [0, 1), got {cfg.val_fraction}"),
         (cfg.projector_dim >= 1, f"projector_dim must be >= 1, got {cfg.projector_dim}"),
-        (cfg.schedule in ("cosine", "constant"), f"schedule must be cosine or constant, got {cfg.schedule}"),
         (0 <= cfg.momentum_tau <= 1, f"momentum_tau must be in [0, 1], got {cfg.momentum_tau}"),
         (
             cfg.momentum_tau_schedule in ("constant", "cosine"),
@@ -245,6 +281,29 @@ def validate(cfg: PretrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+    _validate_names(cfg)
+
+
+def _validate_names(cfg: PretrainConfig) -> None:
+    """Registered names, and the objective's hyper-parameters, checked by building them."""
+    from mmcr.data import dataset_info, preset
+    from mmcr.models import ENCODERS
+    from mmcr.objectives import build_objective
+    from mmcr.optim import OPTIMIZERS, SCHEDULES
+
+    dataset_info(cfg.dataset)
+    if cfg.augment is not None:
+        preset(cfg.augment)
+    for name, value, valid in (
+        ("encoder", cfg.encoder, sorted(ENCODERS)),
+        ("optimizer", cfg.optimizer, list(OPTIMIZERS)),
+        ("schedule", cfg.schedule, list(SCHEDULES)),
+    ):
+        if value not in valid:
+            raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    objective = build_objective(cfg.objective, **cfg.objective_kwargs())
+    if cfg.momentum_encoder and not objective.uses_momentum:
+        raise ValueError(f"momentum_encoder: objective {cfg.objective!r} takes no momentum branch")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -253,9 +312,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         "configuration (override the recipe; every field of the recipe file has a flag)"
     )
     comments = _field_comments()
+    choices = registered_choices()
     for f in fields(PretrainConfig):
         default = getattr(PretrainConfig(), f.name)
         help_text = comments.get(f.name, "")
+        if f.name in choices:
+            help_text += f" ({', '.join(choices[f.name])})"
         group.add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f"cfg_{f.name}",

@@ -189,7 +189,7 @@ def build_optimizer(
     """
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {name!r}; valid names are: {', '.join(OPTIMIZERS)}.")
+        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
     if not lr >= 0.0:
         raise ValueError(f"lr must be non-negative, got {lr}.")
     items: list[Any] = (
@@ -269,7 +269,7 @@ def lr_at(
         _check_schedule(step, total_steps, warmup_steps, base_lr)
         return _warmup(step, warmup_steps, base_lr) if step < warmup_steps else base_lr
     raise ValueError(
-        f"Unknown learning-rate schedule {schedule!r}; valid names are: {', '.join(SCHEDULES)}."
+        f"unknown learning-rate schedule {schedule!r}; valid: {', '.join(SCHEDULES)}"
     )
 
 

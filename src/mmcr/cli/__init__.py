@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +16,10 @@ The main job on the default data (Fashion-MNIST, small ConvNet, 2 CPU cores):
   mmcr pretrain --config configs/fashion_mnist.toml --out runs/fmnist
   mmcr eval runs/fmnist/last.pt
 """
+
+
+# Each module defines register(subparsers), adding its subcommands.
+SUBCOMMAND_MODULES = ("mmcr.cli.theory", "mmcr.cli.sweep")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -122,14 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_pretrain(sub)
     _add_eval(sub)
-    for module in ("mmcr.cli.theory", "mmcr.cli.sweep"):
-        try:
-            register = __import__(module, fromlist=["register"]).register
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        register(sub)
+    for module in SUBCOMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 

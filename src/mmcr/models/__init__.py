@@ -56,7 +56,7 @@ def build_encoder(name: str, in_channels: int = 3, **kwargs: object) -> nn.Modul
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in ENCODERS:
         raise ValueError(
-            f"Unknown encoder {name!r}; valid names are: {', '.join(sorted(ENCODERS))}."
+            f"unknown encoder {name!r}; valid: {', '.join(sorted(ENCODERS))}"
         )
     constructor = ENCODERS[key]
     accepted = [
