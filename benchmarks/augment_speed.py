@@ -26,13 +26,19 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from mmcr.data import MultiViewAugment, augment_one, preset
+from mmcr.data import MultiViewAugment, preset
+
+# The per-image pipeline is the tests' reference path (the oracle of the batched one).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.data.augment_reference import augment_one
 
 NUM_VIEWS = 2
 IMAGE_SIZE = 32

@@ -1,36 +1,43 @@
-"""The data layer: dataset readers and batched multi-view augmentation.
+"""The data layer: data-set readers behind one registry, and batched multi-view augmentation.
 
-Readers (:mod:`mmcr.data.datasets`) load a whole split into memory as uint8
-``(N, C, H, W)`` images; :class:`MultiViewAugment` (:mod:`mmcr.data.views`) turns a
-batch into K augmented views ``(N, K, C, crop, crop)`` on the batch's device.
+Readers (:mod:`mmcr.data.readers`, one per format, registered in :mod:`mmcr.data.registry`)
+load a whole split into memory as uint8 ``(N, C, H, W)`` images (:mod:`mmcr.data.dataset`);
+:class:`MultiViewAugment` (:mod:`mmcr.data.augment`) turns a batch into K augmented views
+``(N, K, C, crop, crop)`` on the batch's device, and :func:`plain_view` gives the
+deterministic evaluation view ``(N, C, crop, crop)``.
 
->>> from mmcr.data import MultiViewAugment, load_dataset, preset
+>>> from mmcr.data import MultiViewAugment, load_dataset, plain_view, preset
 >>> train = load_dataset("digits", "train")
 >>> views = MultiViewAugment(preset("digits"))(train.images[:16], num_views=2)
 >>> views.shape
 torch.Size([16, 2, 1, 8, 8])
+>>> plain_view(train.images[:16], preset("digits")).shape
+torch.Size([16, 1, 8, 8])
 """
 
-from mmcr.data.datasets import (
-    DATA_DIR_ENV,
-    DATASETS,
-    DatasetInfo,
-    ImageDataset,
-    dataset_info,
-    load_dataset,
-    read_idx,
-    synthetic_dataset,
-    train_val_split,
-)
-from mmcr.data.views import (
+# Importing mmcr.data.readers (below, for read_idx) registers the built-in data sets.
+from mmcr.data.augment import (
     PRESETS,
     AugmentConfig,
     AugmentParams,
     MultiViewAugment,
     apply_params,
-    augment_one,
+    plain_view,
     preset,
     sample_params,
+)
+from mmcr.data.dataset import ImageDataset, train_val_split
+from mmcr.data.readers.idx import read_idx
+from mmcr.data.readers.search import DATA_DIR_ENV
+from mmcr.data.readers.synthetic import synthetic_dataset
+from mmcr.data.registry import (
+    DATASETS,
+    DatasetInfo,
+    Loader,
+    dataset_info,
+    dataset_names,
+    load_dataset,
+    register_dataset,
 )
 
 __all__ = [
@@ -41,13 +48,16 @@ __all__ = [
     "AugmentParams",
     "DatasetInfo",
     "ImageDataset",
+    "Loader",
     "MultiViewAugment",
     "apply_params",
-    "augment_one",
     "dataset_info",
+    "dataset_names",
     "load_dataset",
+    "plain_view",
     "preset",
     "read_idx",
+    "register_dataset",
     "sample_params",
     "synthetic_dataset",
     "train_val_split",
