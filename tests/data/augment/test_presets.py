@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mmcr.data import preset
+from mmcr.data.augment import preset_names
 
 
 def test_presets() -> None:
@@ -28,3 +29,21 @@ def test_presets() -> None:
     with pytest.raises(ValueError, match="unknown augmentation preset"):
         preset("mnist-ish")
     assert isinstance(preset("cifar").to_dict()["mean"], list)
+
+
+def test_preset_names_resolve_through_the_dataset_registry() -> None:
+    assert preset("cifar-10") == preset("cifar10") == preset("cifar")
+    assert preset("fashionmnist") == preset("fashion-mnist") == preset("FMNIST")
+    assert preset("Fashion_MNIST") == preset("fashion-mnist")
+    assert preset("CIFAR_100") == preset("cifar100") and preset("stl-10") == preset("stl10")
+    # A data set without a preset of its own name gets its default one.
+    assert preset("imagefolder") == preset("imagenet") == preset("image_folder")
+    assert preset("cifar-10", crop_size=24).crop_size == 24
+
+
+def test_unknown_preset_error_lists_the_valid_names() -> None:
+    with pytest.raises(ValueError) as info:
+        preset("mnist-ish")
+    assert str(info.value) == f"unknown augmentation preset 'mnist-ish'; valid: {', '.join(preset_names())}"
+    for name in ("cifar", "imagenet", "fashion-mnist", "imagefolder"):
+        assert name in preset_names()

@@ -20,3 +20,34 @@ def test_synthetic_dataset() -> None:
     assert train.images.shape == (2000, 3, 32, 32) and train.num_classes == 10
     with pytest.raises(ValueError, match="channels"):
         synthetic_dataset(10, channels=0)
+
+
+@pytest.mark.parametrize(("image_size", "size", "seed"), [(32, 512, 0), (16, 40, 3), (28, 7, 11)])
+def test_load_dataset_synthetic_equals_the_pretraining_call(
+    image_size: int, size: int, seed: int
+) -> None:
+    """Pretraining's synthetic images, through the registry like any other data set."""
+    direct = synthetic_dataset(n=size, channels=3, size=image_size, num_classes=10, seed=seed)
+    loaded = load_dataset("synthetic", "train", image_size=image_size, size=size, seed=seed)
+    assert torch.equal(loaded.images, direct.images) and torch.equal(loaded.labels, direct.labels)
+    assert (loaded.num_classes, loaded.name, loaded.classes) == (10, "synthetic", direct.classes)
+
+
+def test_load_dataset_synthetic_sizes_and_streams() -> None:
+    test = load_dataset("synthetic", "test")
+    assert test.images.shape == (500, 3, 32, 32)
+    assert torch.equal(test.images, synthetic_dataset(500, 3, 32, 10, 0, stream=1).images)
+    small = load_dataset("synthetic", "test", image_size=8, size=40, seed=5)
+    expected = synthetic_dataset(10, 3, 8, 10, 5, stream=1)
+    assert torch.equal(small.images, expected.images) and torch.equal(small.labels, expected.labels)
+    assert len(load_dataset("synthetic", "test", size=3)) == 1
+    assert not torch.equal(
+        load_dataset("synthetic", "train", size=20, seed=1).images,
+        load_dataset("synthetic", "train", size=20, seed=2).images,
+    )
+
+
+def test_real_readers_ignore_size_and_seed() -> None:
+    plain = load_dataset("digits", "test")
+    other = load_dataset("digits", "test", size=5, seed=9)
+    assert torch.equal(plain.images, other.images) and torch.equal(plain.labels, other.labels)
