@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Records of a metrics.jsonl file (lines that do not parse are skipped)."""
-    records = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+from mmcr.records import METRICS_NAME, read_jsonl, write_text
 
 
 def plot_training_curves(records: list[dict[str, Any]], path: Path) -> bool:
@@ -110,10 +99,8 @@ def write_report(results: dict[str, Any], out: Path, run_dir: Path | None = None
         lines.append(f"| {key.replace('_', ' ')} (test embeddings) | {value:.4f} |")
     lines.append("")
     if run_dir is not None:
-        if plot_training_curves(read_metrics(run_dir / "metrics.jsonl"), out / "training_curves.png"):
+        if plot_training_curves(read_jsonl(run_dir / METRICS_NAME), out / "training_curves.png"):
             lines += ["## Training", "", "![training curves](training_curves.png)", ""]
     plot_eval(results, out / "evaluation.png")
     lines += ["## Model selection", "", "![evaluation](evaluation.png)", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return write_text(out / "report.md", "\n".join(lines))
