@@ -113,7 +113,7 @@ def registered_choices() -> dict[str, list[str]]:
     from mmcr.optim import OPTIMIZERS, SCHEDULES
 
     return {
-        "dataset": dataset_names(),
+        "dataset": list(dataset_names()),
         "augment": sorted(PRESETS),
         "encoder": sorted(ENCODERS),
         "objective": objective_names(),

@@ -17,6 +17,7 @@ from mmcr.data import ImageDataset, MultiViewAugment
 from mmcr.evaluation.embed import batched_apply, view_geometry
 from mmcr.evaluation.knn import knn_accuracy
 from mmcr.geometry.metrics import effective_rank
+from mmcr.models import MMCRNetwork
 
 MEMORY_BANK_SIZE = 10000  # training images the kNN monitor compares against
 EFFECTIVE_RANK_SAMPLES = 4096
@@ -53,7 +54,7 @@ class ValidationMonitor:
         self._bank = self.memory.subset(order[:MEMORY_BANK_SIZE])
 
     @torch.no_grad()
-    def __call__(self, network: torch.nn.Module, device: torch.device) -> dict[str, float]:
+    def __call__(self, network: MMCRNetwork, device: torch.device) -> dict[str, float]:
         """``knn_val_acc``, ``val_<geometry>``, ``val_mi_*`` and ``val_feature_effective_rank``."""
         was_training = network.training
         network.eval()
