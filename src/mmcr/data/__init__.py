@@ -24,6 +24,7 @@ from mmcr.data.augment import (
     apply_params,
     plain_view,
     preset,
+    preset_names,
     sample_params,
 )
 from mmcr.data.dataset import ImageDataset, train_val_split
@@ -56,6 +57,7 @@ __all__ = [
     "load_dataset",
     "plain_view",
     "preset",
+    "preset_names",
     "read_idx",
     "register_dataset",
     "sample_params",

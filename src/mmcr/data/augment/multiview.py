@@ -25,8 +25,12 @@ class MultiViewAugment(torch.nn.Module):
         config: the recipe, e.g. ``preset("cifar")``.
 
     Example:
+        >>> import torch
+        >>> from mmcr.data import MultiViewAugment, preset
         >>> augment = MultiViewAugment(preset("fashion-mnist"))
-        >>> views = augment(images, num_views=2)    # (N, 2, 1, 28, 28) float32
+        >>> images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+        >>> augment(images, num_views=2).shape    # (N, K, C, crop, crop) float32
+        torch.Size([8, 2, 1, 28, 28])
     """
 
     def __init__(self, config: AugmentConfig) -> None:
