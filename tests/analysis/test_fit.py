@@ -11,15 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmcr.analysis.fit import (
-    JointFit,
-    PowerLawFit,
-    count_forward_flops,
-    fit_joint,
-    fit_power_law,
-    flops_per_step,
-    holdout_error,
-)
+from mmcr.analysis.fit import JointFit, PowerLawFit, fit_joint, fit_power_law, holdout_error
+from mmcr.analysis.flops import count_forward_flops, flops_per_step
 from mmcr.analysis.plots import plot_scaling_fit
 
 E_TRUE, A_TRUE, ALPHA_TRUE = 0.5, 3.0, 0.3
