@@ -1,4 +1,4 @@
-"""Figures for the analyses: the PPE ridge at P = D and scaling-law fits.
+"""Figures for the analyses: the PPE ridge at P = D, the sweeps' measurements and scaling-law fits.
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas,
 never through ``pyplot``: no display is needed and no global backend state is touched.
@@ -9,7 +9,7 @@ and returns its path.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,11 +18,20 @@ from matplotlib import colormaps, colors
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from numpy.typing import ArrayLike
 
 from mmcr.analysis.theory import PPEGrid, ppe_at_equal_size, ppe_marchenko_pastur
 
-__all__ = ["plot_ppe_heatmap", "plot_ppe_vs_P", "plot_scaling_fit"]
+__all__ = [
+    "plot_parity",
+    "plot_ppe_curves",
+    "plot_ppe_heatmap",
+    "plot_ppe_vs_P",
+    "plot_ppe_vs_compute",
+    "plot_scaling_axes",
+    "plot_scaling_fit",
+]
 
 
 class _CurveFit(Protocol):
@@ -39,12 +48,18 @@ def _as_grid(grid_result: PPEGrid | Mapping[str, Any]) -> PPEGrid:
     )
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(out, dpi=150)
+    fig.savefig(out, dpi=dpi)
     return out
+
+
+def _drawable(values: ArrayLike) -> np.ndarray:
+    """Mask of the finite, positive values (those a log axis can show)."""
+    v = np.asarray(values, dtype=np.float64)
+    return np.isfinite(v) & (v > 0)
 
 
 def _log_edges(sizes: np.ndarray) -> np.ndarray:
@@ -276,3 +291,168 @@ def plot_scaling_fit(
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------
+# The sweeps' measurements (mmcr sweep, mmcr fit, mmcr report); drawn at 130 dpi.
+# --------------------------------------------------------------------------------------
+
+
+def plot_ppe_curves(
+    sizes: Sequence[int],
+    lines: Sequence[int],
+    panels: Sequence[tuple[str, np.ndarray]],
+    theory: np.ndarray,
+    path: str | Path,
+    xlabel: str,
+    line_name: str,
+) -> Path:
+    """PPE against one size (x), one curve per value of the other (lines), with the ridge.
+
+    Arrays have shape (len(sizes), len(lines)); each panel is a (title, measured values)
+    pair. Solid: measured; dashed: Monte-Carlo PPE of ideal (aligned, uniform) embeddings;
+    dotted vertical: x = line value (the ridge); star: the measured maximum of each curve.
+    """
+    fig = Figure(figsize=(5.2 * len(panels) + 1.6, 4.4), layout="constrained")
+    palette = colormaps["viridis"]
+    x = np.asarray(sizes, dtype=np.float64)
+    for p, (title, values) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), p + 1)
+        for j, value in enumerate(lines):
+            colour = palette(0.9 * j / max(len(lines) - 1, 1))
+            y = values[:, j]
+            ok = _drawable(y)
+            ax.plot(x[ok], y[ok], "o-", color=colour, ms=4, lw=1.4, label=f"{line_name} = {value}")
+            if ok.sum() >= 2:
+                k = int(np.nanargmax(np.where(ok, y, -np.inf)))
+                ax.plot([x[k]], [y[k]], "*", color=colour, ms=13, mec="black", mew=0.6)
+            ax.plot(x, theory[:, j], "--", color=colour, lw=1.0, alpha=0.8)
+            if x.min() <= value <= x.max():
+                ax.axvline(float(value), color=colour, ls=":", lw=0.9)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(x, [str(int(v)) for v in x])
+        ax.set_xticks([], minor=True)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("pretraining percent error (fraction)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, which="both", alpha=0.25)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="0.3", ls="--", lw=1.0),
+        Line2D([], [], color="0.3", ls=":", lw=0.9),
+        Line2D([], [], color="0.3", marker="*", ls="none", ms=10, mec="black"),
+    ]
+    labels += [
+        "ideal embeddings (Monte Carlo)",
+        f"ridge ({xlabel.split()[-1]} = {line_name})",
+        "measured peak",
+    ]
+    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    return _save(fig, path, dpi=130)
+
+
+def plot_scaling_axes(
+    lines: Mapping[str, Sequence[Mapping[str, Any]]],
+    point: Mapping[str, int],
+    xlabels: Mapping[str, str],
+    path: str | Path,
+) -> Path:
+    """Train-batch and validation PPE along each axis of a scaling sweep, one panel per variable.
+
+    Args:
+        lines: per variable, the result lines of the runs on its axis (the other variables
+            at the point), each with the variable's value, ``ppe`` and ``val_ppe``.
+        point: the sweep's base point (drawn dotted).
+        xlabels: the axis label of each variable.
+        path: output image file.
+    """
+    fig = Figure(figsize=(3.6 * len(lines) + 0.6, 3.8), layout="constrained")
+    for n, (var, rows) in enumerate(lines.items()):
+        ax = fig.add_subplot(1, len(lines), n + 1)
+        line = sorted(rows, key=lambda r: r[var])
+        for key, style, label in (("ppe", "o-", "train-batch PPE"), ("val_ppe", "s--", "validation PPE")):
+            pts = [(r[var], r[key]) for r in line if r.get(key) is not None and _drawable(r[key])]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), style, ms=4, label=label)
+        ax.axvline(point[var], color="0.5", ls=":", lw=0.9)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabels[var])
+        if n == 0:
+            ax.set_ylabel("PPE (fraction)")
+            ax.legend(fontsize=7)
+        ax.grid(True, which="both", alpha=0.25)
+    text = ", ".join(f"{k} {v}" for k, v in point.items())
+    fig.suptitle(f"one variable at a time around the point ({text}; dotted)", fontsize=9)
+    return _save(fig, path, dpi=130)
+
+
+def plot_ppe_vs_compute(
+    results: Sequence[Mapping[str, Any]], computes: Mapping[str, str], path: str | Path
+) -> Path:
+    """Train-batch PPE against each measure of compute (one panel each), one marker per group.
+
+    Args:
+        results: result lines of a scaling sweep, with ``ppe``, ``groups`` and every key of
+            ``computes``; a run of the base point is drawn as a star.
+        computes: result key -> axis label, e.g. ``{"flops": "training FLOPs"}``.
+        path: output image file.
+    """
+    fig = Figure(figsize=(10.5, 4.2), layout="constrained")
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in results:
+        member = list(r.get("groups") or ["point"])
+        groups.setdefault("point" if "point" in member else member[0], []).append(r)
+    for n, (key, label) in enumerate(computes.items()):
+        ax = fig.add_subplot(1, len(computes), n + 1)
+        for group, rows in sorted(groups.items()):
+            pts = [(r[key], r["ppe"]) for r in rows if r.get("ppe") is not None and _drawable(r["ppe"])]
+            if pts:
+                marker = "*" if group == "point" else "o"
+                ax.plot(*zip(*pts, strict=True), marker, ms=9 if group == "point" else 5, label=group)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("train-batch PPE")
+        ax.grid(True, which="both", alpha=0.25)
+        if n == len(computes) - 1:
+            ax.legend(fontsize=7)
+    return _save(fig, path, dpi=130)
+
+
+def plot_parity(
+    observed: ArrayLike,
+    predicted: ArrayLike,
+    held: ArrayLike | None,
+    path: str | Path,
+    label: str,
+) -> Path:
+    """A joint fit's prediction against the measured values, log-log, hold-out runs as open circles.
+
+    Args:
+        observed, predicted: (N,) measured and predicted values of ``label``.
+        held: (N,) booleans marking the runs held out of the fit, or None.
+        path: output image file.
+        label: the quantity's name, for the axes.
+    """
+    obs = np.asarray(observed, dtype=np.float64)
+    pred = np.asarray(predicted, dtype=np.float64)
+    mask = np.zeros(obs.shape, dtype=bool) if held is None else np.asarray(held, dtype=bool)
+    fig = Figure(figsize=(4.8, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    lo, hi = float(min(obs.min(), pred.min())) * 0.9, float(max(obs.max(), pred.max())) * 1.1
+    ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, ls="--", label="predicted = measured")
+    ax.plot(obs[~mask], pred[~mask], "o", color="C1", ms=5, label="runs (fitted)")
+    if mask.any():
+        ax.plot(
+            obs[mask], pred[mask], "o", mfc="none", color="C3", ms=7, mew=1.5, label="held out (hold-out fit)"
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"measured {label}")
+    ax.set_ylabel(f"joint fit's prediction of {label}")
+    ax.set_title("L = E + sum_i A_i x_i^-alpha_i over S, B, D, K", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.25)
+    return _save(fig, path, dpi=130)

@@ -1,10 +1,11 @@
 """The ``mmcr sweep``, ``mmcr fit`` and ``mmcr report`` subcommands.
 
 ``mmcr sweep double-descent`` and ``mmcr sweep scaling`` drive many short pretraining runs
-from a sweep file (see :mod:`mmcr.analysis.sweeps`); ``mmcr fit`` fits scaling laws to a
-scaling sweep; ``mmcr report`` redraws a sweep's figures from its stored results. The
-lead's ``mmcr.cli`` calls :func:`register`. Heavy modules are imported when a command runs,
-not when the parser is built.
+from a sweep file (see :mod:`mmcr.experiments.spec` and :mod:`mmcr.experiments.sweep`);
+``mmcr fit`` fits scaling laws to a scaling sweep (:mod:`mmcr.experiments.scaling_fit`);
+``mmcr report`` redraws a sweep's figures from its stored results. :mod:`mmcr.cli` calls
+:func:`register`. Heavy modules are imported when a command runs, not when the parser is
+built.
 """
 
 from __future__ import annotations
@@ -245,7 +246,8 @@ def register(subparsers: Any) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from mmcr.analysis.sweeps import load_sweep, run_sweep
+    from mmcr.experiments.spec import load_sweep
+    from mmcr.experiments.sweep import run_sweep
 
     spec = load_sweep(args.config, kind=args.sweep_kind)
     out = args.out or spec.out or args.default_out
@@ -254,7 +256,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 
 def _run_fit(args: argparse.Namespace) -> int:
-    from mmcr.analysis.sweeps import fit_sweep
+    from mmcr.experiments.scaling_fit import fit_sweep
 
     fit_sweep(
         args.sweep_dir,
@@ -268,7 +270,7 @@ def _run_fit(args: argparse.Namespace) -> int:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from mmcr.analysis.sweeps import report_sweep
+    from mmcr.experiments.sweep import report_sweep
 
     report_sweep(args.sweep_dir)
     return 0
