@@ -57,12 +57,70 @@ def _log(message: str) -> None:
 def evaluate(options: EvalOptions) -> dict[str, Any]:
     """Run the evaluation; returns (and writes) the results dict."""
     t0 = time.perf_counter()
+    _check_options(options)
+    cfg, checkpoint, mode, out = _resolve(options)
+    device = resolve_device(options.device)
+    torch.manual_seed(cfg.seed)
+
+    data = load_data(cfg)
+    test = load_test(cfg)
+    aug = augment_config(cfg)
+    network = build_network(cfg, data.channels).to(device)
+    if checkpoint is not None and mode == "trained":
+        network.load_state_dict(checkpoint.model)
+    network.eval()
+    features = _flatten if mode == "raw-pixels" else network.encoder
+
+    _log(
+        f"[eval] embedding {len(data.memory)} train / {len(data.val)} val / {len(test)} test images ({mode})"
+    )
+    train = (batched_apply(features, data.memory.images, aug, device=device), data.memory.labels)
+    val = (batched_apply(features, data.val.images, aug, device=device), data.val.labels)
+    f_test = batched_apply(features, test.images, aug, device=device)
+    results: dict[str, Any] = {
+        "mode": mode,
+        "checkpoint": options.checkpoint,
+        "dataset": cfg.dataset,
+        "encoder": cfg.encoder,
+        "objective": cfg.objective,
+        "train_step": None if checkpoint is None else checkpoint.step,
+        "feature_dim": int(train[0].shape[1]),
+        "num_train": len(data.memory),
+        "num_val": len(data.val),
+        "num_test": len(test),
+        "knn": _knn(train, val, (f_test, test.labels), data.num_classes),
+    }
+    if options.probe:
+        results["linear_probe"] = _probe(train, val, (f_test, test.labels), data.num_classes, options)
+    results["feature_effective_rank"] = effective_rank(f_test[:4096])
+    if mode != "raw-pixels":
+        results["geometry"] = embedding_geometry(network, test.images, cfg, options, device)
+        _log(
+            "[eval] geometry of test embeddings: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in results["geometry"].items())
+        )
+    results["seconds"] = time.perf_counter() - t0
+    write_json(out / "eval.json", results)
+    if options.report:
+        from mmcr.evaluation.report import write_report
+
+        run_dir = Path(options.checkpoint).parent if options.checkpoint else None
+        write_report(results, out, run_dir=run_dir)
+    _log(f"[eval] wrote {out / 'eval.json'}")
+    return results
+
+
+def _check_options(options: EvalOptions) -> None:
     if options.probe:
         decays = tuple(options.probe_weight_decays)
         if not decays or not all(math.isfinite(d) and d >= 0 for d in decays):
             raise ValueError(f"probe_weight_decays must be a non-empty list of numbers >= 0, got {decays}")
         if options.probe_max_iter < 1:
             raise ValueError(f"probe_max_iter must be >= 1, got {options.probe_max_iter}")
+
+
+def _resolve(options: EvalOptions) -> tuple[PretrainConfig, Checkpoint | None, str, Path]:
+    """The recipe, the checkpoint (if any), the mode and the output folder (created)."""
     checkpoint: Checkpoint | None = None
     if options.checkpoint is not None:
         checkpoint = Checkpoint.load(options.checkpoint)
@@ -81,102 +139,60 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
     else:
         out = Path(cfg.out) / f"eval-{mode}"
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(options.device)
-    torch.manual_seed(cfg.seed)
+    return cfg, checkpoint, mode, out
 
-    data = load_data(cfg)
-    test = load_test(cfg)
-    aug = augment_config(cfg)
-    network = build_network(cfg, data.channels).to(device)
-    if checkpoint is not None and mode == "trained":
-        network.load_state_dict(checkpoint.model)
-    network.eval()
 
-    if mode == "raw-pixels":
+def _flatten(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1)
 
-        def features(x: torch.Tensor) -> torch.Tensor:
-            return x.flatten(1)
-    else:
-        features = network.encoder
 
-    _log(
-        f"[eval] embedding {len(data.memory)} train / {len(data.val)} val / {len(test)} test images ({mode})"
-    )
-    f_train = batched_apply(features, data.memory.images, aug, device=device)
-    f_val = batched_apply(features, data.val.images, aug, device=device)
-    f_test = batched_apply(features, test.images, aug, device=device)
-    y_train, y_val, y_test = data.memory.labels, data.val.labels, test.labels
-    classes = data.num_classes
+Split = tuple[torch.Tensor, torch.Tensor]  # features (N, F), labels (N,)
 
+
+def _knn(train: Split, val: Split, test: Split, classes: int) -> dict[str, Any]:
+    """k and temperature chosen on val; the test accuracy with train + val as the memory bank."""
     _log("[eval] kNN: choosing k and temperature on the validation split")
-    sel = select_knn(f_train, y_train, f_val, y_val, num_classes=classes)
+    sel = select_knn(*train, *val, num_classes=classes)
     knn_test = knn_accuracy(
-        torch.cat([f_train, f_val]),
-        torch.cat([y_train, y_val]),
-        f_test,
-        y_test,
+        torch.cat([train[0], val[0]]),
+        torch.cat([train[1], val[1]]),
+        *test,
         k=sel.k,
         temperature=sel.temperature,
         num_classes=classes,
     )
-    results: dict[str, Any] = {
-        "mode": mode,
-        "checkpoint": options.checkpoint,
-        "dataset": cfg.dataset,
-        "encoder": cfg.encoder,
-        "objective": cfg.objective,
-        "train_step": None if checkpoint is None else checkpoint.step,
-        "feature_dim": int(f_train.shape[1]),
-        "num_train": len(data.memory),
-        "num_val": len(data.val),
-        "num_test": len(test),
-        "knn": {
-            "k": sel.k,
-            "temperature": sel.temperature,
-            "val_accuracy": sel.val_accuracy,
-            "test_accuracy": knn_test,
-            "grid": sel.grid,
-        },
-    }
     _log(
         f"[eval] kNN test accuracy {knn_test:.4f} "
         f"(k={sel.k}, T={sel.temperature}, val {sel.val_accuracy:.4f})"
     )
-    if options.probe:
-        _log("[eval] linear probe: choosing the L2 weight on the validation split")
-        probe = evaluate_linear_probe(
-            (f_train, y_train),
-            (f_val, y_val),
-            (f_test, y_test),
-            classes,
-            weight_decays=tuple(options.probe_weight_decays),
-            max_iter=options.probe_max_iter,
-        )
-        results["linear_probe"] = {
-            "weight_decay": probe.weight_decay,
-            "val_accuracy": probe.val_accuracy,
-            "test_accuracy": probe.test_accuracy,
-            "grid": probe.grid,
-            "protocol": "softmax regression on standardised frozen features, L-BFGS, L2 chosen on val "
-            "(grid fitted on <= 20000 training samples), refit on all of train+val",
-        }
-        _log(f"[eval] linear-probe test accuracy {probe.test_accuracy:.4f} (L2 {probe.weight_decay})")
-    results["feature_effective_rank"] = effective_rank(f_test[:4096])
-    if mode != "raw-pixels":
-        results["geometry"] = embedding_geometry(network, test.images, cfg, options, device)
-        _log(
-            "[eval] geometry of test embeddings: "
-            + ", ".join(f"{k} {v:.4f}" for k, v in results["geometry"].items())
-        )
-    results["seconds"] = time.perf_counter() - t0
-    write_json(out / "eval.json", results)
-    if options.report:
-        from mmcr.evaluation.report import write_report
+    return {
+        "k": sel.k,
+        "temperature": sel.temperature,
+        "val_accuracy": sel.val_accuracy,
+        "test_accuracy": knn_test,
+        "grid": sel.grid,
+    }
 
-        run_dir = Path(options.checkpoint).parent if options.checkpoint else None
-        write_report(results, out, run_dir=run_dir)
-    _log(f"[eval] wrote {out / 'eval.json'}")
-    return results
+
+def _probe(train: Split, val: Split, test: Split, classes: int, options: EvalOptions) -> dict[str, Any]:
+    _log("[eval] linear probe: choosing the L2 weight on the validation split")
+    probe = evaluate_linear_probe(
+        train,
+        val,
+        test,
+        classes,
+        weight_decays=tuple(options.probe_weight_decays),
+        max_iter=options.probe_max_iter,
+    )
+    _log(f"[eval] linear-probe test accuracy {probe.test_accuracy:.4f} (L2 {probe.weight_decay})")
+    return {
+        "weight_decay": probe.weight_decay,
+        "val_accuracy": probe.val_accuracy,
+        "test_accuracy": probe.test_accuracy,
+        "grid": probe.grid,
+        "protocol": "softmax regression on standardised frozen features, L-BFGS, L2 chosen on val "
+        "(grid fitted on <= 20000 training samples), refit on all of train+val",
+    }
 
 
 @torch.no_grad()
