@@ -107,14 +107,14 @@ class PretrainConfig:
 
 def registered_choices() -> dict[str, list[str]]:
     """The valid values of the fields that name a registered thing (read from the registries)."""
-    from mmcr.data import PRESETS, dataset_names
+    from mmcr.data import dataset_names, preset_names
     from mmcr.models import ENCODERS
     from mmcr.objectives import objective_names
     from mmcr.optim import OPTIMIZERS, SCHEDULES
 
     return {
         "dataset": list(dataset_names()),
-        "augment": sorted(PRESETS),
+        "augment": list(preset_names()),
         "encoder": sorted(ENCODERS),
         "objective": objective_names(),
         "optimizer": list(OPTIMIZERS),

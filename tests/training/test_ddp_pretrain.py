@@ -42,7 +42,7 @@ from torch import nn
 import mmcr.build as build_module
 from mmcr.checkpoint import load_checkpoint
 from mmcr.config import PretrainConfig, build_config
-from mmcr.data.views import MultiViewAugment
+from mmcr.data import MultiViewAugment
 from mmcr.training import loop as loop_module
 from mmcr.training import pretrain
 from mmcr.training import step as step_module

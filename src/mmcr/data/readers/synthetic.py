@@ -70,6 +70,9 @@ def synthetic_dataset(
     )
 
 
+_STREAMS = {"train": 0, "test": 1, "unlabeled": 2}
+
+
 def load_synthetic(
     info: DatasetInfo,
     split: str,
@@ -80,19 +83,23 @@ def load_synthetic(
     size: int | None,
     seed: int,
 ) -> ImageDataset:
-    """``size`` train images (stream 0) or ``max(1, size // 4)`` test images (stream 1)."""
+    """``size`` train images (stream 0), or ``max(1, size // 4)`` test (stream 1) or unlabelled
+    (stream 2, labels -1, like STL-10's extra split) images."""
     if split == "train":
         n = _TRAIN_SIZE if size is None else size
     else:
         n = _TEST_SIZE if size is None else max(1, size // 4)
-    return synthetic_dataset(
+    data = synthetic_dataset(
         n=n,
         channels=_CHANNELS,
         size=image_size or _SIZE,
         num_classes=_NUM_CLASSES,
         seed=seed,
-        stream=0 if split == "train" else 1,
+        stream=_STREAMS[split],
     )
+    if split == "unlabeled":
+        data.labels = torch.full_like(data.labels, -1)
+    return data
 
 
 SYNTHETIC = DatasetInfo(
@@ -100,7 +107,7 @@ SYNTHETIC = DatasetInfo(
     _CHANNELS,
     _SIZE,
     _NUM_CLASSES,
-    ("train", "test"),
+    tuple(_STREAMS),
     "random class-structured uint8 images",
     augment="synthetic",
     loader=load_synthetic,
