@@ -125,17 +125,42 @@ peak statement. For a scaling sweep: PPE along each axis and against compute, an
 """
 
 
+_RAW = argparse.RawDescriptionHelpFormatter
+# kind, help, description, sweep file under configs/sweeps, default output under runs/
+_KINDS = (
+    (
+        "double-descent",
+        "grid over batch size P and embedding dimension D: where does the PPE peak?",
+        _DD_DESCRIPTION,
+        "double_descent",
+        "dd",
+    ),
+    (
+        "scaling",
+        "steps, batch size, embedding dimension, views around a base point, with FLOPs",
+        _SCALING_DESCRIPTION,
+        "scaling",
+        "scaling",
+    ),
+)
+
+
 def register(subparsers: Any) -> None:
     """Add ``sweep`` (double-descent, scaling), ``fit`` and ``report`` to argparse subparsers.
 
     Every parser added sets ``func``, a callable(args) -> exit code, with set_defaults.
     """
-    raw = argparse.RawDescriptionHelpFormatter
+    _add_sweep(subparsers)
+    _add_fit(subparsers)
+    _add_report(subparsers)
+
+
+def _add_sweep(subparsers: Any) -> None:
     sweep = subparsers.add_parser(
         "sweep",
         help="sweeps of short runs: double descent over (P, D), compute scaling",
         description=_SWEEP_DESCRIPTION,
-        formatter_class=raw,
+        formatter_class=_RAW,
     )
     sweep_sub = sweep.add_subparsers(dest="sweep_command", metavar="SWEEP")
 
@@ -144,28 +169,13 @@ def register(subparsers: Any) -> None:
         return 0
 
     sweep.set_defaults(func=show_sweep_help)
-    for kind, help_text, description, file, out in (
-        (
-            "double-descent",
-            "grid over batch size P and embedding dimension D: where does the PPE peak?",
-            _DD_DESCRIPTION,
-            "double_descent",
-            "dd",
-        ),
-        (
-            "scaling",
-            "steps, batch size, embedding dimension, views around a base point, with FLOPs",
-            _SCALING_DESCRIPTION,
-            "scaling",
-            "scaling",
-        ),
-    ):
+    for kind, help_text, description, file, out in _KINDS:
         p = sweep_sub.add_parser(
             kind,
             help=help_text,
             description=description,
             epilog=_SWEEP_EPILOG.format(kind=kind, file=file, out=out),
-            formatter_class=raw,
+            formatter_class=_RAW,
         )
         p.add_argument("--config", required=True, metavar="FILE", help="the sweep file (TOML)")
         p.add_argument(
@@ -194,6 +204,8 @@ def register(subparsers: Any) -> None:
         )
         p.set_defaults(func=_run_sweep, sweep_kind=kind, default_out=f"runs/{out}")
 
+
+def _add_fit(subparsers: Any) -> None:
     fit = subparsers.add_parser(
         "fit",
         help="fit scaling laws L = E + A C^-alpha (and the joint form) to a scaling sweep",
@@ -202,7 +214,7 @@ def register(subparsers: Any) -> None:
             "examples:\n  mmcr fit runs/scaling\n"
             "  mmcr fit runs/scaling --compute sample_views --target val_ppe"
         ),
-        formatter_class=raw,
+        formatter_class=_RAW,
     )
     fit.add_argument("sweep_dir", metavar="SWEEP_DIR", type=Path, help="directory of a scaling sweep")
     fit.add_argument(
@@ -234,12 +246,14 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
     fit.set_defaults(func=_run_fit)
 
+
+def _add_report(subparsers: Any) -> None:
     report = subparsers.add_parser(
         "report",
         help="redraw a sweep's figures and summary from its stored results (no training)",
         description=_REPORT_DESCRIPTION,
         epilog="examples:\n  mmcr report runs/dd\n  mmcr report runs/scaling",
-        formatter_class=raw,
+        formatter_class=_RAW,
     )
     report.add_argument("sweep_dir", metavar="SWEEP_DIR", type=Path, help="directory of a sweep")
     report.set_defaults(func=_run_report)

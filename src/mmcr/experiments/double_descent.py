@@ -229,19 +229,16 @@ def _pct(contrast: Mapping[str, Any]) -> str:
 def _contrast(cells: _Cells) -> tuple[dict[str, Any], str]:
     """Ridge contrast of every grid, and the sentence comparing them (empty without validation)."""
     Ps, Ds = cells.Ps, cells.Ds
-    contrast = {
-        "train": ridge_contrast(Ps, Ds, cells.train),
-        "val": ridge_contrast(Ps, Ds, cells.val),
-        "init": ridge_contrast(Ps, Ds, cells.init) if cells.has_init else None,
-        "theory": ridge_contrast(Ps, Ds, cells.theory),
-    }
-    val, init = contrast["val"], contrast["init"]
+    val = ridge_contrast(Ps, Ds, cells.val)
+    init = ridge_contrast(Ps, Ds, cells.init) if cells.has_init else None
+    theory = ridge_contrast(Ps, Ds, cells.theory)
+    contrast = {"train": ridge_contrast(Ps, Ds, cells.train), "val": val, "init": init, "theory": theory}
     if val["beyond"] is None or val["before"] is None:
         return contrast, ""
     parts = [f"{_pct(val)} after training (validation PPE)"]
     if init is not None and None not in (init["beyond"], init["before"]):
         parts.append(f"{_pct(init)} at initialisation")
-    parts.append(f"{_pct(contrast['theory'])} for ideal embeddings")
+    parts.append(f"{_pct(theory)} for ideal embeddings")
     sentence = (
         " One octave off the ridge (P = 2D | P = D/2) the PPE is, as a fraction of its value on "
         "the ridge, " + ", ".join(parts) + "."
