@@ -10,7 +10,8 @@ Every study (double descent, scaling, the objective comparison) drives its runs 
     <runs>/<name>/<marker>        the done marker: the run's result, written atomically last
 
 A sweep's runs lie in ``OUT/runs`` (:func:`run_dir`) with the marker ``result.json``; the
-objective comparison's lie in its work directory with the marker ``summary.json``.
+objective comparison's lie in its work directory with the marker ``summary.json``, and train
+verbosely inside a job whose whole output (training and evaluation) goes to its ``log.txt``.
 
 A run whose marker exists is finished and is not trained again; before it is reused, its
 fingerprint (the configuration it was trained with) is compared with the planned one, and
