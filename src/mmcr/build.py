@@ -149,6 +149,8 @@ class Checkpoint:
         optimizer: the optimiser's state dict (for ``--resume``).
         momentum: the EMA network's state dict, for the momentum variant.
         metrics: the last validation-monitor record.
+        reason: why it was written: ``"epoch"``, ``"end"`` or ``"interrupted"``
+            (a finished run's checkpoint says ``"end"``).
     """
 
     config: dict[str, Any]
@@ -158,6 +160,7 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = None
     momentum: dict[str, Any] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = "end"
 
     def save(self, path: str | Path) -> Path:
         state = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

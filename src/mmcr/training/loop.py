@@ -81,9 +81,9 @@ def _pretrain(cfg: PretrainConfig, resume: bool) -> Path:
         _announce(cfg, state, data)
     progress = _progress_bar(cfg, state) if is_main else None
 
-    def save() -> None:
+    def save(reason: str) -> None:
         if is_main:
-            _checkpoint(state, data, metrics).save(ckpt_path)
+            _checkpoint(state, data, metrics, reason).save(ckpt_path)
 
     state.network.train()
     timer = _Rate(cfg.batch_size, state.step)
@@ -109,16 +109,16 @@ def _pretrain(cfg: PretrainConfig, resume: bool) -> Path:
                     progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             stop = cfg.stop_at_epoch is not None and epoch >= cfg.stop_at_epoch
             if last or stop or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0):
-                save()
+                save("end" if last else "epoch")
             if stop and not last:
                 if is_main:
                     message = f"stopping after epoch {epoch} (stop_at_epoch); continue with --resume"
                     print(message, file=sys.stderr)
                 break
         if state.step == state.schedule.total_steps and not ckpt_path.exists():
-            save()
+            save("end")
     except KeyboardInterrupt:
-        save()
+        save("interrupted")
         if is_main:
             message = f"interrupted at step {state.step}: checkpoint saved to {ckpt_path}"
             print(f"\n{message}; continue with --resume", file=sys.stderr)
@@ -158,7 +158,7 @@ def _resume(state: TrainState, ckpt_path: Path, is_main: bool) -> dict[str, floa
     return dict(checkpoint.metrics)
 
 
-def _checkpoint(state: TrainState, data: Data, metrics: dict[str, float]) -> Checkpoint:
+def _checkpoint(state: TrainState, data: Data, metrics: dict[str, float], reason: str) -> Checkpoint:
     return Checkpoint(
         config=state.cfg.to_dict(),
         model=state.network.state_dict(),
@@ -167,6 +167,7 @@ def _checkpoint(state: TrainState, data: Data, metrics: dict[str, float]) -> Che
         optimizer=state.optimizer.state_dict(),
         momentum=state.momentum.state_dict() if state.momentum is not None else None,
         metrics=metrics,
+        reason=reason,
     )
 
 
