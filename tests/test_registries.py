@@ -15,7 +15,14 @@ import torch.nn.functional as F
 
 from mmcr.build import Checkpoint
 from mmcr.config import build_config, registered_choices
-from mmcr.data import DatasetInfo, ImageDataset, load_dataset, register_dataset, synthetic_dataset
+from mmcr.data import (
+    DatasetInfo,
+    DatasetRequest,
+    ImageDataset,
+    load_dataset,
+    register_dataset,
+    synthetic_dataset,
+)
 from mmcr.objectives import Objective, build_objective, objective_names, register_objective
 from mmcr.training import pretrain
 
@@ -33,14 +40,12 @@ class CentroidLength(Objective):
         return loss
 
 
-def _blobs(
-    info: DatasetInfo, split: str, data_dir: str | Path | None, /, *, image_size: int | None,
-    size: int | None, seed: int,
-) -> ImageDataset:
-    n = 96 if split == "train" else 32
-    stream = 0 if split == "train" else 1
-    data = synthetic_dataset(n, channels=1, size=image_size or 10, num_classes=4, seed=seed, stream=stream)
-    data.name = info.name
+def _blobs(request: DatasetRequest) -> ImageDataset:
+    n = 96 if request.split == "train" else 32
+    stream = 0 if request.split == "train" else 1
+    size = request.image_size or 10
+    data = synthetic_dataset(n, channels=1, size=size, num_classes=4, seed=request.seed, stream=stream)
+    data.name = request.info.name
     return data
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ import mmcr.data
 from mmcr.data import (
     DATASETS,
     DatasetInfo,
+    DatasetRequest,
     ImageDataset,
     dataset_info,
     dataset_names,
@@ -21,6 +22,7 @@ from mmcr.data import (
     register_dataset,
     registry,
 )
+from mmcr.data.readers import BUILTIN_DATASETS
 from mmcr.data.registry import normalise_name
 
 
@@ -60,19 +62,10 @@ def _restore_registry() -> Iterator[None]:
     registry._NAMES.update(names)
 
 
-def load_toy(
-    info: DatasetInfo,
-    split: str,
-    data_dir: str | Path | None,
-    /,
-    *,
-    image_size: int | None,
-    size: int | None,
-    seed: int,
-) -> ImageDataset:
-    n = size or 6
-    images = torch.full((n, 1, 4, 4), 7 if split == "train" else 9, dtype=torch.uint8)
-    return ImageDataset(images, torch.arange(n) % 2, 2, info.name, ["even", "odd"])
+def load_toy(request: DatasetRequest) -> ImageDataset:
+    n = request.size or 6
+    images = torch.full((n, 1, 4, 4), 7 if request.split == "train" else 9, dtype=torch.uint8)
+    return ImageDataset(images, torch.arange(n) % 2, 2, request.info.name, ["even", "odd"])
 
 
 def toy_info(name: str = "toy-shapes", aliases: tuple[str, ...] = ("toyshapes",)) -> DatasetInfo:
@@ -99,6 +92,26 @@ def test_register_toy_dataset_and_load_by_name_and_alias() -> None:
         load_dataset("toy-shapes", "val")
     # The entry's default augmentation preset is reachable by its name and aliases.
     assert preset("toyshapes") == preset("digits")
+
+
+@pytest.mark.usefixtures("_restore_registry")
+def test_load_dataset_hands_the_loader_one_checked_request(tmp_path: Path) -> None:
+    requests: list[DatasetRequest] = []
+
+    def recording_loader(request: DatasetRequest) -> ImageDataset:
+        requests.append(request)
+        return load_toy(request)
+
+    info = register_dataset(replace(toy_info(), loader=recording_loader))
+    load_dataset("ToyShapes", "test", tmp_path, image_size=8, size=3, seed=5)
+    assert requests == [DatasetRequest(info, "test", tmp_path, image_size=8, size=3, seed=5)]
+    with pytest.raises(FrozenInstanceError):
+        requests[0].seed = 6  # type: ignore[misc]
+    # The request checks itself, so a loader called directly gets the same errors.
+    with pytest.raises(ValueError, match="splits"):
+        DatasetRequest(info, "val")
+    with pytest.raises(ValueError, match="size must be a positive int"):
+        DatasetRequest(info, "train", size=0)
 
 
 @pytest.mark.usefixtures("_restore_registry")
@@ -137,9 +150,13 @@ def test_registry_view_is_read_only() -> None:
 
 
 def test_builtin_entries_aliases_and_presets() -> None:
-    assert dataset_names() == (
+    # The built-in entries, not dataset_names(): other test modules (tests/test_registries.py)
+    # register toy data sets when pytest imports them.
+    builtin = tuple(sorted(info.name for info in BUILTIN_DATASETS))
+    assert builtin == (
         "cifar10", "cifar100", "digits", "fashion-mnist", "imagefolder", "stl10", "synthetic",
     )
+    assert all(DATASETS[info.name] is info for info in BUILTIN_DATASETS)
     expected = {
         "fashion-mnist": "fashion-mnist",
         "digits": "digits",
@@ -149,7 +166,7 @@ def test_builtin_entries_aliases_and_presets() -> None:
         "imagefolder": "imagenet",
         "synthetic": "synthetic",
     }
-    assert {name: DATASETS[name].augment for name in dataset_names()} == expected
+    assert {name: DATASETS[name].augment for name in builtin} == expected
     for alias, name in [
         ("fashionmnist", "fashion-mnist"),
         ("fmnist", "fashion-mnist"),

@@ -1,7 +1,8 @@
 """The data layer: data-set readers behind one registry, and batched multi-view augmentation.
 
 Readers (:mod:`mmcr.data.readers`, one per format, registered in :mod:`mmcr.data.registry`)
-load a whole split into memory as uint8 ``(N, C, H, W)`` images (:mod:`mmcr.data.dataset`);
+load a whole split into memory as uint8 ``(N, C, H, W)`` images (:mod:`mmcr.data.dataset`),
+each called with the one :class:`DatasetRequest` that :func:`load_dataset` builds;
 :class:`MultiViewAugment` (:mod:`mmcr.data.augment`) turns a batch into K augmented views
 ``(N, K, C, crop, crop)`` on the batch's device, and :func:`plain_view` gives the
 deterministic evaluation view ``(N, C, crop, crop)``.
@@ -34,6 +35,7 @@ from mmcr.data.readers.synthetic import synthetic_dataset
 from mmcr.data.registry import (
     DATASETS,
     DatasetInfo,
+    DatasetRequest,
     Loader,
     dataset_info,
     dataset_names,
@@ -48,6 +50,7 @@ __all__ = [
     "AugmentConfig",
     "AugmentParams",
     "DatasetInfo",
+    "DatasetRequest",
     "ImageDataset",
     "Loader",
     "MultiViewAugment",

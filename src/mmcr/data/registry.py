@@ -1,8 +1,9 @@
 """The registry of data sets: what each one is, what it is also called, and how to read it.
 
 A data set is one :class:`DatasetInfo` passed to :func:`register_dataset`; its ``loader``
-reads a split from disk (or makes it) and :func:`load_dataset` dispatches to it by name or
-alias. Names are compared after one normalisation, :func:`normalise_name`
+reads a split from disk (or makes it). :func:`load_dataset` finds the entry by name or
+alias, checks its arguments once into a :class:`DatasetRequest` and hands that to the
+loader. Names are compared after one normalisation, :func:`normalise_name`
 (``"CIFAR_10"`` -> ``"cifar-10"``), which the augmentation presets use too.
 
 >>> from mmcr.data import dataset_info, dataset_names
@@ -14,17 +15,17 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
 
 from mmcr.data.dataset import ImageDataset, resize_uint8
 
 __all__ = [
     "DATASETS",
     "DatasetInfo",
+    "DatasetRequest",
     "Loader",
     "dataset_info",
     "dataset_names",
@@ -33,29 +34,6 @@ __all__ = [
     "normalise_name",
     "register_dataset",
 ]
-
-
-class Loader(Protocol):
-    """Reads (or makes) one split of a data set.
-
-    Called by :func:`load_dataset` with the registry entry, a split the entry accepts, the
-    caller's ``data_dir`` and the keyword arguments of :func:`load_dataset`; ``size`` and
-    ``seed`` matter only to generated data sets, and readers of files ignore them. Returns
-    the split as an :class:`ImageDataset`, at its native size (``load_dataset`` resizes
-    to ``image_size`` afterwards if the sizes differ).
-    """
-
-    def __call__(
-        self,
-        info: DatasetInfo,
-        split: str,
-        data_dir: str | Path | None,
-        /,
-        *,
-        image_size: int | None,
-        size: int | None,
-        seed: int,
-    ) -> ImageDataset: ...
 
 
 @dataclass(frozen=True)
@@ -74,7 +52,7 @@ class DatasetInfo:
         folder_names: standard sub-folders searched inside each data directory.
         aliases: other spellings accepted for ``name`` (normalised like it).
         augment: the name of the data set's default augmentation preset.
-        loader: the :class:`Loader` that reads a split.
+        loader: the :data:`Loader` that reads a split, given a :class:`DatasetRequest`.
     """
 
     name: str
@@ -91,6 +69,54 @@ class DatasetInfo:
     def accepts_split(self, split: str) -> bool:
         """Whether ``split`` is one of :attr:`splits` (any name, if one is a placeholder)."""
         return split in self.splits or any(s.startswith("<") for s in self.splits)
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """One split of one data set, as :func:`load_dataset` asks a :data:`Loader` for it.
+
+    Built once by :func:`load_dataset`, which passes its own arguments through; checked at
+    construction, so a loader can trust every field.
+
+    Attributes:
+        info: the registry entry of the data set.
+        split: a split the entry accepts (:meth:`DatasetInfo.accepts_split`).
+        data_dir: the caller's directory to search first, or ``None``.
+        image_size: the side length in pixels the caller asked for, or ``None``. A loader
+            may read at that size (an image folder must pick one); ``load_dataset``
+            resizes whatever comes back at another size.
+        size: the number of train images of a generated data set, or ``None`` for its
+            default; readers of files ignore it.
+        seed: seeds a generated data set; readers of files ignore it.
+
+    Raises:
+        ValueError: ``image_size`` or ``size`` is not a positive int (or ``None``), or
+            ``info`` does not accept ``split``.
+    """
+
+    info: DatasetInfo
+    split: str
+    data_dir: str | Path | None = None
+    image_size: int | None = None
+    size: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        image_size, size = self.image_size, self.size
+        if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+            raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"size must be a positive int or None, got {size!r}")
+        if not self.info.accepts_split(self.split):
+            raise ValueError(
+                f"data set {self.info.name!r} has splits {list(self.info.splits)}, "
+                f"got split {self.split!r}"
+            )
+
+
+#: Reads (or makes) the split a :class:`DatasetRequest` names and returns it as an
+#: :class:`ImageDataset` at its native size (or at ``request.image_size``).
+Loader = Callable[[DatasetRequest], ImageDataset]
 
 
 # Canonical name -> entry, and every normalised name or alias -> canonical name.
@@ -201,15 +227,8 @@ def load_dataset(
         ValueError: unknown name or split, or files that are corrupt.
     """
     info = dataset_info(name)
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ValueError(f"size must be a positive int or None, got {size!r}")
-    if not info.accepts_split(split):
-        raise ValueError(
-            f"data set {info.name!r} has splits {list(info.splits)}, got split {split!r}"
-        )
-    dataset = info.loader(info, split, data_dir, image_size=image_size, size=size, seed=seed)
+    request = DatasetRequest(info, split, data_dir, image_size=image_size, size=size, seed=seed)
+    dataset = info.loader(request)
     if image_size is not None and dataset.image_size != (image_size, image_size):
         dataset.images = resize_uint8(dataset.images, image_size)
     return dataset

@@ -27,43 +27,42 @@ _FASHION_MNIST_STATS = ((0.2860,), (0.3530,))
 _DIGITS_STATS = ((0.3053,), (0.3759,))
 
 
-def _cifar(stats: tuple[tuple[float, ...], tuple[float, ...]]) -> AugmentConfig:
+_Stats = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def _cifar(stats: _Stats) -> AugmentConfig:
     # REFERENCE.md: RRC(32, 0.08-1), flip, jitter(0.4, 0.4, 0.4, 0.1) p 0.8, gray 0.2.
     return AugmentConfig(crop_size=32, mean=stats[0], std=stats[1])
 
 
+def _grayscale(
+    crop_size: int, crop_scale: tuple[float, float], flip_p: float, stats: _Stats
+) -> AugmentConfig:
+    # One channel: of the colour jitter only brightness and contrast mean anything, and
+    # there is no colour to drop, so saturation, hue and gray_p are off.
+    return AugmentConfig(
+        crop_size=crop_size,
+        crop_scale=crop_scale,
+        flip_p=flip_p,
+        jitter_p=0.8,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.0,
+        hue=0.0,
+        gray_p=0.0,
+        mean=stats[0],
+        std=stats[1],
+    )
+
+
 #: Preset name -> factory of its default configuration.
 PRESETS: dict[str, Callable[[], AugmentConfig]] = {
-    # Fashion-MNIST (28 px, 1 channel): clothes survive moderate crops and mirroring; only
-    # brightness and contrast mean anything in grayscale. Scale 0.2-1 (not 0.08) because
-    # at 28 px an 8 % crop is a 8x8 patch with almost nothing left of the garment.
-    "fashion-mnist": lambda: AugmentConfig(
-        crop_size=28,
-        crop_scale=(0.2, 1.0),
-        flip_p=0.5,
-        jitter_p=0.8,
-        brightness=0.4,
-        contrast=0.4,
-        saturation=0.0,
-        hue=0.0,
-        gray_p=0.0,
-        mean=_FASHION_MNIST_STATS[0],
-        std=_FASHION_MNIST_STATS[1],
-    ),
+    # Fashion-MNIST (28 px, 1 channel): clothes survive moderate crops and mirroring.
+    # Scale 0.2-1 (not 0.08) because at 28 px an 8 % crop is a 8x8 patch with almost
+    # nothing left of the garment.
+    "fashion-mnist": lambda: _grayscale(28, (0.2, 1.0), flip_p=0.5, stats=_FASHION_MNIST_STATS),
     # Digits (8 px, 1 channel): no flips (a mirrored 2 or 7 is not a digit), mild crops.
-    "digits": lambda: AugmentConfig(
-        crop_size=8,
-        crop_scale=(0.5, 1.0),
-        flip_p=0.0,
-        jitter_p=0.8,
-        brightness=0.4,
-        contrast=0.4,
-        saturation=0.0,
-        hue=0.0,
-        gray_p=0.0,
-        mean=_DIGITS_STATS[0],
-        std=_DIGITS_STATS[1],
-    ),
+    "digits": lambda: _grayscale(8, (0.5, 1.0), flip_p=0.0, stats=_DIGITS_STATS),
     "cifar": lambda: _cifar(_CIFAR10_STATS),
     "cifar10": lambda: _cifar(_CIFAR10_STATS),
     "cifar100": lambda: _cifar(_CIFAR100_STATS),

@@ -21,9 +21,10 @@ Nothing is ever downloaded. Missing or corrupt data raise ``FileNotFoundError`` 
 ``ValueError`` with a message naming the files looked for, the directories searched, and
 how to get the data.
 
-A new format is one module that defines a loader and its :class:`~mmcr.data.DatasetInfo`,
-plus one line in :data:`BUILTIN_DATASETS`; a data set outside the package is registered
-with :func:`~mmcr.data.register_dataset`.
+A new format is one module that defines a loader (a function of one
+:class:`~mmcr.data.DatasetRequest` that returns an :class:`~mmcr.data.ImageDataset`) and
+its :class:`~mmcr.data.DatasetInfo`, plus one line in :data:`BUILTIN_DATASETS`; a data set
+outside the package is registered with :func:`~mmcr.data.register_dataset`.
 """
 
 from mmcr.data.readers.cifar import CIFAR10, CIFAR100

@@ -18,7 +18,7 @@ import torch
 
 from mmcr.data.dataset import ImageDataset
 from mmcr.data.readers.search import DATA_DIR_ENV, format_dirs, search_dirs
-from mmcr.data.registry import DatasetInfo
+from mmcr.data.registry import DatasetInfo, DatasetRequest
 
 __all__ = ["CIFAR10", "CIFAR100", "load_cifar", "load_pickle"]
 
@@ -120,17 +120,10 @@ def _read_batch(path: Path, labels_key: str, num_classes: int) -> tuple[np.ndarr
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def load_cifar(
-    info: DatasetInfo,
-    split: str,
-    data_dir: str | Path | None,
-    /,
-    *,
-    image_size: int | None,
-    size: int | None,
-    seed: int,
-) -> ImageDataset:
-    """CIFAR-10 or CIFAR-100 (by ``info.name``) ``"train"`` or ``"test"``: uint8 ``(N, 3, 32, 32)``."""
+def load_cifar(request: DatasetRequest) -> ImageDataset:
+    """CIFAR-10 or CIFAR-100 (by ``request.info.name``) ``"train"`` or ``"test"``: uint8
+    ``(N, 3, 32, 32)``."""
+    info, split = request.info, request.split
     if info.name == CIFAR10.name:
         files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
         meta_name, names_key, labels_key = "batches.meta", "label_names", "labels"
@@ -140,7 +133,7 @@ def load_cifar(
         meta_name, names_key, labels_key = "meta", "fine_label_names", "fine_labels"
         archive = "cifar-100-python.tar.gz"
     num_classes = int(info.num_classes or 0)
-    dirs = search_dirs(data_dir, info)
+    dirs = search_dirs(request.data_dir, info)
     for directory in dirs:
         if not all((directory / f).is_file() for f in files):
             continue

@@ -5,13 +5,11 @@ Split once, stratified with a fixed seed, into 1,497 train and 300 test images.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from mmcr.data.dataset import ImageDataset, stratified_split
-from mmcr.data.registry import DatasetInfo
+from mmcr.data.registry import DatasetInfo, DatasetRequest
 
 __all__ = ["DIGITS", "load_digits"]
 
@@ -19,16 +17,7 @@ _DIGITS_TEST_SIZE = 300
 _DIGITS_SPLIT_SEED = 0
 
 
-def load_digits(
-    info: DatasetInfo,
-    split: str,
-    data_dir: str | Path | None,
-    /,
-    *,
-    image_size: int | None,
-    size: int | None,
-    seed: int,
-) -> ImageDataset:
+def load_digits(request: DatasetRequest) -> ImageDataset:
     """Digits ``"train"`` or ``"test"``: uint8 ``(N, 1, 8, 8)`` (0-255), labels 0-9."""
     from sklearn.datasets import load_digits as sklearn_load_digits
 
@@ -39,12 +28,12 @@ def load_digits(
     labels = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
     generator = torch.Generator().manual_seed(_DIGITS_SPLIT_SEED)
     train_idx, test_idx = stratified_split(labels, _DIGITS_TEST_SIZE, generator)
-    index = train_idx if split == "train" else test_idx
+    index = train_idx if request.split == "train" else test_idx
     return ImageDataset(
         images=images[index],
         labels=labels[index],
         num_classes=10,
-        name=info.name,
+        name=request.info.name,
         classes=[str(d) for d in range(10)],
     )
 

@@ -15,7 +15,7 @@ import torch
 
 from mmcr.data.dataset import ImageDataset
 from mmcr.data.readers.search import DATA_DIR_ENV, format_dirs, search_dirs
-from mmcr.data.registry import DatasetInfo
+from mmcr.data.registry import DatasetInfo, DatasetRequest
 
 __all__ = ["FASHION_MNIST", "load_fashion_mnist", "read_idx"]
 
@@ -136,20 +136,11 @@ def _check_fashion_arrays(
         )
 
 
-def load_fashion_mnist(
-    info: DatasetInfo,
-    split: str,
-    data_dir: str | Path | None,
-    /,
-    *,
-    image_size: int | None,
-    size: int | None,
-    seed: int,
-) -> ImageDataset:
+def load_fashion_mnist(request: DatasetRequest) -> ImageDataset:
     """Fashion-MNIST ``"train"`` or ``"test"``: uint8 ``(N, 1, 28, 28)``, labels 0-9."""
-    prefix = "train" if split == "train" else "t10k"
+    prefix = "train" if request.split == "train" else "t10k"
     image_stem, label_stem = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
-    dirs = search_dirs(data_dir, info, (_FASHION_MNIST_SYSTEM_DIR,))
+    dirs = search_dirs(request.data_dir, request.info, (_FASHION_MNIST_SYSTEM_DIR,))
     for directory in dirs:
         image_path = _find_idx(directory, image_stem)
         label_path = _find_idx(directory, label_stem)
@@ -162,11 +153,11 @@ def load_fashion_mnist(
             images=torch.from_numpy(images).unsqueeze(1).contiguous(),
             labels=torch.from_numpy(labels.astype(np.int64)),
             num_classes=10,
-            name=info.name,
+            name=request.info.name,
             classes=list(_FASHION_MNIST_CLASSES),
         )
     raise FileNotFoundError(
-        f"Fashion-MNIST {split} split not found: looked for {image_stem}(.gz) and "
+        f"Fashion-MNIST {request.split} split not found: looked for {image_stem}(.gz) and "
         f"{label_stem}(.gz) in {format_dirs(dirs)}. {_FASHION_MNIST_HOWTO}"
     )
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mmcr.data.dataset import ImageDataset
-from mmcr.data.registry import DatasetInfo
+from mmcr.data.registry import DatasetInfo, DatasetRequest
 
 __all__ = ["IMAGEFOLDER", "load_imagefolder"]
 
@@ -101,25 +101,16 @@ def _image_files(
     return files, labels
 
 
-def load_imagefolder(
-    info: DatasetInfo,
-    split: str,
-    data_dir: str | Path | None,
-    /,
-    *,
-    image_size: int | None,
-    size: int | None,
-    seed: int,
-) -> ImageDataset:
-    """The images of ``data_dir/<split>/<class>/`` (or ``data_dir/<class>/``): uint8
-    ``(N, 3, image_size, image_size)``, labels in the sorted order of the class folders."""
-    if data_dir is None:
+def load_imagefolder(request: DatasetRequest) -> ImageDataset:
+    """The images of ``data_dir/<split>/<class>/`` (or ``data_dir/<class>/``) of ``request``:
+    uint8 ``(N, 3, image_size, image_size)``, labels in the sorted order of the class folders."""
+    if request.data_dir is None:
         raise ValueError(
             "the 'imagefolder' reader needs data_dir (--data-dir), the root of a tree "
             "root/<split>/<class>/*.png|jpg"
         )
-    root = Path(data_dir)
-    side = image_size or _DEFAULT_SIZE
+    root, split = Path(request.data_dir), request.split
+    side = request.image_size or _DEFAULT_SIZE
     if not root.is_dir():
         raise FileNotFoundError(
             f"image folder root {root} does not exist; expected a tree "
@@ -140,7 +131,7 @@ def load_imagefolder(
         images=torch.from_numpy(images),
         labels=torch.tensor(labels, dtype=torch.int64),
         num_classes=len(class_names),
-        name=info.name,
+        name=request.info.name,
         classes=class_names,
     )
 

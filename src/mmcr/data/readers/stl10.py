@@ -13,7 +13,7 @@ import torch
 
 from mmcr.data.dataset import ImageDataset
 from mmcr.data.readers.search import DATA_DIR_ENV, format_dirs, search_dirs
-from mmcr.data.registry import DatasetInfo
+from mmcr.data.registry import DatasetInfo, DatasetRequest
 
 __all__ = ["STL10", "load_stl10"]
 
@@ -54,24 +54,15 @@ def _read_stl10_labels(directory: Path, part: str, num_images: int) -> np.ndarra
     return y - 1
 
 
-def load_stl10(
-    info: DatasetInfo,
-    split: str,
-    data_dir: str | Path | None,
-    /,
-    *,
-    image_size: int | None,
-    size: int | None,
-    seed: int,
-) -> ImageDataset:
+def load_stl10(request: DatasetRequest) -> ImageDataset:
     """STL-10 ``split`` (parts joined by ``+``): uint8 ``(N, 3, 96, 96)``, labels 0-9 or -1."""
-    parts = split.split("+")
+    parts = request.split.split("+")
     needed: list[str] = []
     for part in parts:
         needed.append(f"{part}_X.bin")
         if part != "unlabeled":
             needed.append(f"{part}_y.bin")
-    dirs = search_dirs(data_dir, info)
+    dirs = search_dirs(request.data_dir, request.info)
     for directory in dirs:
         if not all((directory / f).is_file() for f in needed):
             continue
@@ -88,11 +79,11 @@ def load_stl10(
             images=torch.from_numpy(np.concatenate(images)),
             labels=torch.from_numpy(np.concatenate(labels)),
             num_classes=10,
-            name=info.name,
+            name=request.info.name,
             classes=classes,
         )
     raise FileNotFoundError(
-        f"STL-10 {split} split not found: looked for {', '.join(needed)} in "
+        f"STL-10 {request.split} split not found: looked for {', '.join(needed)} in "
         f"{format_dirs(dirs)}. {_STL10_HOWTO}"
     )
 

@@ -8,13 +8,11 @@ The registered ``"synthetic"`` data set has 3 channels, 10 classes and side
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
 from mmcr.data.dataset import ImageDataset
-from mmcr.data.registry import DatasetInfo
+from mmcr.data.registry import DatasetInfo, DatasetRequest
 
 __all__ = ["SYNTHETIC", "load_synthetic", "synthetic_dataset"]
 
@@ -73,18 +71,10 @@ def synthetic_dataset(
 _STREAMS = {"train": 0, "test": 1, "unlabeled": 2}
 
 
-def load_synthetic(
-    info: DatasetInfo,
-    split: str,
-    data_dir: str | Path | None,
-    /,
-    *,
-    image_size: int | None,
-    size: int | None,
-    seed: int,
-) -> ImageDataset:
+def load_synthetic(request: DatasetRequest) -> ImageDataset:
     """``size`` train images (stream 0), or ``max(1, size // 4)`` test (stream 1) or unlabelled
     (stream 2, labels -1, like STL-10's extra split) images."""
+    split, size = request.split, request.size
     if split == "train":
         n = _TRAIN_SIZE if size is None else size
     else:
@@ -92,9 +82,9 @@ def load_synthetic(
     data = synthetic_dataset(
         n=n,
         channels=_CHANNELS,
-        size=image_size or _SIZE,
+        size=request.image_size or _SIZE,
         num_classes=_NUM_CLASSES,
-        seed=seed,
+        seed=request.seed,
         stream=_STREAMS[split],
     )
     if split == "unlabeled":
