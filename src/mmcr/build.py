@@ -107,12 +107,7 @@ def augment_config(cfg: PretrainConfig) -> AugmentConfig:
 
 def build_network(cfg: PretrainConfig, in_channels: int) -> MMCRNetwork:
     """Encoder + projector of the recipe, for images with ``in_channels`` channels."""
-    kwargs: dict[str, Any] = dict(cfg.encoder_args)
-    if cfg.encoder_width is not None:
-        kwargs["width"] = cfg.encoder_width
-    if cfg.maxpool is not None:
-        kwargs["maxpool"] = cfg.maxpool
-    encoder = build_encoder(cfg.encoder, in_channels=in_channels, **kwargs)
+    encoder = build_encoder(cfg.encoder, in_channels=in_channels, **cfg.encoder_kwargs())
     feature_dim = int(encoder.feature_dim)  # type: ignore[arg-type]
     projector = build_projector(feature_dim, cfg.projector_hidden, cfg.projector_dim)
     return MMCRNetwork(encoder, projector)

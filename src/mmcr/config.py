@@ -86,23 +86,38 @@ class PretrainConfig:
     def save(self, path: Path) -> None:
         write_json(path, self.to_dict(), sort_keys=True)
 
+    def encoder_kwargs(self) -> dict[str, Any]:
+        """The encoder's options: ``encoder_args``, with ``encoder_width`` and ``maxpool`` as aliases.
+
+        ``encoder_width`` means ``encoder_args = {width = ...}`` and ``maxpool`` means
+        ``encoder_args = {maxpool = ...}``; giving both with different values is an error.
+        """
+        return _with_aliases(
+            "encoder_args", dict(self.encoder_args), {"width": self.encoder_width, "maxpool": self.maxpool}
+        )
+
     def objective_kwargs(self) -> dict[str, Any]:
         """The objective's hyper-parameters: ``objective_args``, with ``lmbda`` as MMCR's alias.
 
         ``lmbda`` (a field of its own because every MMCR recipe sets it) means
         ``objective_args = {lmbda = ...}``; giving both with different values is an error.
         """
-        kwargs = dict(self.objective_args)
-        if self.lmbda:
-            if self.objective != "mmcr":
-                raise ValueError(f"lmbda is an MMCR option; objective {self.objective!r} takes objective_args")
-            if "lmbda" in kwargs and kwargs["lmbda"] != self.lmbda:
-                raise ValueError(
-                    f"lmbda = {self.lmbda} conflicts with objective_args.lmbda = {kwargs['lmbda']}; "
-                    "set one of them"
-                )
-            kwargs["lmbda"] = self.lmbda
-        return kwargs
+        if self.lmbda and self.objective != "mmcr":
+            raise ValueError(f"lmbda is an MMCR option; objective {self.objective!r} takes objective_args")
+        return _with_aliases("objective_args", dict(self.objective_args), {"lmbda": self.lmbda or None})
+
+
+def _with_aliases(table: str, kwargs: dict[str, Any], aliases: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the alias fields that are set; an alias that contradicts the table is an error."""
+    for key, value in aliases.items():
+        if value is None:
+            continue
+        if key in kwargs and kwargs[key] != value:
+            raise ValueError(
+                f"{key} = {value!r} conflicts with {table}.{key} = {kwargs[key]!r}; set one of them"
+            )
+        kwargs[key] = value
+    return kwargs
 
 
 def registered_choices() -> dict[str, list[str]]:
@@ -301,6 +316,7 @@ def _validate_names(cfg: PretrainConfig) -> None:
     ):
         if value not in valid:
             raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    cfg.encoder_kwargs()  # an alias that contradicts encoder_args raises here, before any work
     objective = build_objective(cfg.objective, **cfg.objective_kwargs())
     if cfg.momentum_encoder and not objective.uses_momentum:
         raise ValueError(f"momentum_encoder: objective {cfg.objective!r} takes no momentum branch")
