@@ -217,6 +217,7 @@ def embedding_geometry(
         seed=cfg.seed + 11,
         device=device,
     )
-    for key in ("bound", "reconstruction", "entropy", "kappa"):
+    geometry["mi_lower_bound"] = mi["bound"]
+    for key in ("reconstruction", "entropy", "kappa"):
         geometry[f"mi_{key}"] = mi[key]
     return geometry
