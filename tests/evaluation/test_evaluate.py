@@ -109,6 +109,7 @@ def test_eval_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert 0.5 < results["knn"]["test_accuracy"] <= 1.0
     assert 0.5 < results["linear_probe"]["test_accuracy"] <= 1.0
     assert {"alignment", "uniformity", "effective_rank", "ppe"} <= set(results["geometry"])
+    assert {"mi_lower_bound", "mi_reconstruction", "mi_entropy", "mi_kappa"} <= set(results["geometry"])
     report = (out / "eval" / "report.md").read_text()
     assert "kNN test accuracy" in report and (out / "eval" / "training_curves.png").stat().st_size > 0
     # the probe grid and iterations are options of the command
