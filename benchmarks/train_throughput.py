@@ -23,13 +23,14 @@ from pathlib import Path
 import torch
 from loss_speed import plain_loss  # the same plain formula as the loss benchmark (same folder)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.data.augment_reference import augment_one  # the per-image oracle of the tests
-
 from mmcr.build import augment_config, resolve_device
 from mmcr.config import build_config
 from mmcr.data import MultiViewAugment, dataset_info, load_dataset
 from mmcr.training import build_state, train_step
+
+# The per-image pipeline is the tests' reference path (the oracle of the batched one).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.data.augment_reference import augment_one
 
 PHASES = ("data", "augment", "forward", "loss", "backward+step")
 

@@ -117,7 +117,7 @@ def test_the_subpackages_form_no_cycle() -> None:
         path.append(unit)
         for target in sorted(graph.get(unit, ())):
             if state.get(target) == 1:
-                cycle = path[path.index(target) :] + [target]
+                cycle = [*path[path.index(target) :], target]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if target not in state:
                 visit(target)

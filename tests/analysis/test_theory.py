@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmcr.cli import theory as theory_cli
 from mmcr.analysis.plots import plot_ppe_heatmap, plot_ppe_vs_P
 from mmcr.analysis.theory import (
     PPEGrid,
@@ -21,6 +20,7 @@ from mmcr.analysis.theory import (
     ppe_small_ratio,
     ppe_uniform_monte_carlo,
 )
+from mmcr.cli import theory as theory_cli
 
 # The Monte-Carlo mean sits below the limit by about 0.03-0.05 / min(P, D) (finite size);
 # allow 0.1 / min(P, D) on top of the confidence interval.
