@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -78,6 +79,7 @@ class PretrainConfig:
     knn_temperature: float = 0.5  # kNN monitor temperature
     monitor_size: int = 2048  # validation images used for the geometry monitor
     checkpoint_every: int = 1  # epochs between checkpoints (always one at the end)
+    checkpoint_every_steps: int = 0  # also a checkpoint every this many steps (0: off)
     progress: bool = True  # show a progress bar
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +153,7 @@ RESUMABLE_FIELDS = RUN_LOCAL_FIELDS | {
     "log_every",
     "eval_every",
     "checkpoint_every",
+    "checkpoint_every_steps",
     "monitor_size",
 }
 
@@ -292,6 +295,30 @@ def validate(cfg: PretrainConfig) -> None:
             f"crop_scale must be [min, max] with 0 < min <= max <= 1, got {cfg.crop_scale}",
         ),
         (cfg.max_steps is None or cfg.max_steps >= 1, f"max_steps must be >= 1, got {cfg.max_steps}"),
+        (math.isfinite(cfg.lr), f"lr must be finite, got {cfg.lr}"),
+        (0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum}"),
+        (cfg.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {cfg.warmup_epochs}"),
+        (cfg.knn_k >= 1, f"knn_k must be >= 1, got {cfg.knn_k}"),
+        (
+            cfg.knn_temperature > 0 and math.isfinite(cfg.knn_temperature),
+            f"knn_temperature must be a finite number > 0, got {cfg.knn_temperature}",
+        ),
+        (cfg.monitor_size >= 2, f"monitor_size must be >= 2, got {cfg.monitor_size}"),
+        (cfg.eval_every >= 0, f"eval_every must be >= 0 (0: only at the end), got {cfg.eval_every}"),
+        (cfg.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {cfg.checkpoint_every}"),
+        (
+            cfg.checkpoint_every_steps >= 0,
+            f"checkpoint_every_steps must be >= 0 (0: off), got {cfg.checkpoint_every_steps}",
+        ),
+        (cfg.threads is None or cfg.threads >= 1, f"threads must be >= 1, got {cfg.threads}"),
+        (cfg.synthetic_size >= 1, f"synthetic_size must be >= 1, got {cfg.synthetic_size}"),
+        (cfg.image_size is None or cfg.image_size >= 1, f"image_size must be >= 1, got {cfg.image_size}"),
+        (cfg.crop_size is None or cfg.crop_size >= 1, f"crop_size must be >= 1, got {cfg.crop_size}"),
+        (
+            cfg.stop_at_epoch is None or cfg.stop_at_epoch >= 1,
+            f"stop_at_epoch must be >= 1, got {cfg.stop_at_epoch}",
+        ),
+        (bool(cfg.out.strip()), "out must name the run's output folder, got an empty string"),
     ]
     for ok, message in checks:
         if not ok:

@@ -26,9 +26,9 @@ def train_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real = runner.pretrain
 
-    def counting(cfg: Any, resume: bool = False) -> Path:
+    def counting(cfg: Any, resume: bool = False, overwrite: bool = False) -> Path:
         calls.append(cfg.out)
-        return real(cfg, resume=resume)
+        return real(cfg, resume=resume, overwrite=overwrite)
 
     monkeypatch.setattr(runner, "pretrain", counting)
     return calls

@@ -47,7 +47,7 @@ def test_train_resumes_from_a_checkpoint_and_logs_to_train_log(
 ) -> None:
     calls: list[bool] = []
 
-    def fake_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
+    def fake_pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
         calls.append(resume)
         print("to stdout")
         print("to stderr", file=sys.stderr)

@@ -27,7 +27,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     from mmcr.training import pretrain
 
     cfg = build_config(args.config, overrides_from_args(args))
-    path = pretrain(cfg, resume=args.resume)
+    path = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"checkpoint: {path}")
     return 0
 
@@ -50,7 +50,11 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", help="recipe file (TOML or YAML), e.g. configs/fashion_mnist.toml")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    resume.add_argument(
+        "--overwrite", action="store_true", help="replace the run that OUT holds (otherwise it is refused)"
+    )
     add_config_arguments(p)
     p.set_defaults(func=_pretrain)
 

@@ -119,12 +119,14 @@ class Run:
     def train(self, *, verbose: bool = False) -> Path:
         """Pretrain the run, resuming from its checkpoint if it has one; the checkpoint's path.
 
-        Unless ``verbose``, pretrain's printed output is appended to the run's ``train.log``
-        (its stderr too, when the configuration shows no progress bar).
+        The run owns its folder: without a checkpoint (a run killed before its first one)
+        it starts again over whatever the folder holds. Unless ``verbose``, pretrain's printed
+        output is appended to the run's ``train.log`` (its stderr too, when the configuration
+        shows no progress bar).
         """
         resume = self.has_checkpoint()
         if verbose:
-            return pretrain(self.cfg, resume=resume)
+            return pretrain(self.cfg, resume=resume, overwrite=not resume)
         log_path = self.dir / TRAIN_LOG
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
@@ -132,7 +134,7 @@ class Run:
             stack.enter_context(contextlib.redirect_stdout(handle))
             if not self.cfg.progress:  # keep pretrain's bar on the terminal when it is asked for
                 stack.enter_context(contextlib.redirect_stderr(handle))
-            return pretrain(self.cfg, resume=resume)
+            return pretrain(self.cfg, resume=resume, overwrite=not resume)
 
     def metrics(self) -> list[dict[str, Any]]:
         """The records of the run's ``metrics.jsonl`` (a line cut by an interruption skipped)."""

@@ -10,10 +10,14 @@ uninterrupted run exactly (see :mod:`mmcr.training.step`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,45 +29,92 @@ from mmcr.build import Checkpoint, Data, augment_config, load_data, resolve_devi
 from mmcr.config import RESUMABLE_FIELDS, PretrainConfig, config_differences
 from mmcr.data import MultiViewAugment
 from mmcr.evaluation.monitor import ValidationMonitor
+from mmcr.objectives.base import NonFiniteError
 from mmcr.records import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, MetricsLog
+from mmcr.training.run_folder import claimed
 from mmcr.training.step import TrainState, build_state, local_batches, train_step
 
 
-def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
+def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """Run pretraining as configured; returns the path of the final checkpoint.
 
-    With ``resume=True`` training continues from ``<out>/last.pt`` if it exists. A
+    With ``resume=True`` training continues from ``<out>/last.pt`` if it exists; a folder
+    that holds another run is refused unless ``overwrite=True`` (see
+    :mod:`mmcr.training.run_folder`). SIGTERM (what SLURM and Kubernetes send before a kill)
+    is handled like Ctrl-C: the checkpoint is saved and the run can be resumed. A
     ``threads`` setting applies while training runs; the caller's torch thread count is
     restored afterwards (also on errors and interruption).
     """
     previous_threads = torch.get_num_threads()
     try:
-        return _pretrain(cfg, resume)
+        with _sigterm_as_interrupt():
+            return _pretrain(cfg, resume, overwrite)
     finally:
         if cfg.threads is not None and torch.get_num_threads() != previous_threads:
             torch.set_num_threads(previous_threads)
 
 
-def _pretrain(cfg: PretrainConfig, resume: bool) -> Path:
-    distributed = mdist.init_distributed()
-    is_main = mdist.rank() == 0
-    if cfg.batch_size % mdist.world_size() != 0:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} must be divisible by the number of processes {mdist.world_size()}"
-        )
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    out = Path(cfg.out)
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
+def _pretrain(cfg: PretrainConfig, resume: bool, overwrite: bool) -> Path:
+    with contextlib.ExitStack() as stack:
+        distributed = mdist.init_distributed()
+        is_main = mdist.rank() == 0
+        out = Path(cfg.out)
+        refused: ValueError | None = None
+        if is_main:  # rank 0 alone writes: it claims the folder before any work
+            try:
+                stack.enter_context(claimed(out, resume=resume, overwrite=overwrite))
+            except ValueError as exc:
+                refused = exc
+        _refuse_together(refused, distributed)
+        if cfg.batch_size % mdist.world_size() != 0:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} must be divisible by the number of processes "
+                f"{mdist.world_size()}"
+            )
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        data = load_data(cfg)
+        augment = MultiViewAugment(augment_config(cfg))
+        state = build_state(cfg, data.channels, len(data.train), device, augment)
+        ckpt_path = out / CHECKPOINT_NAME
+        metrics = _resume(state, ckpt_path, is_main) if resume else {}
+        if is_main:
+            cfg.save(out / CONFIG_NAME)
+            _announce(cfg, state, data)
+        _train(state, data, augment, out, metrics, resume=resume, is_main=is_main)
+        if distributed:
+            dist.barrier()
+        return ckpt_path
 
-    data = load_data(cfg)
-    augment = MultiViewAugment(augment_config(cfg))
-    state = build_state(cfg, data.channels, len(data.train), device, augment)
+
+def _refuse_together(refused: ValueError | None, distributed: bool) -> None:
+    """Raise rank 0's refusal of the output folder on every rank (no rank waits for the others)."""
+    message = None if refused is None else str(refused)
+    if distributed:
+        shared = [message]
+        dist.broadcast_object_list(shared, src=0)
+        message = shared[0]
+    if refused is not None:
+        raise refused
+    if message is not None:
+        raise ValueError(message)
+
+
+def _train(
+    state: TrainState,
+    data: Data,
+    augment: MultiViewAugment,
+    out: Path,
+    metrics: dict[str, float],
+    *,
+    resume: bool,
+    is_main: bool,
+) -> None:
+    """The loop: steps, logs, the monitor after each epoch, checkpoints, stopping."""
+    cfg, schedule, device = state.cfg, state.schedule, state.device
     ckpt_path = out / CHECKPOINT_NAME
-    metrics = _resume(state, ckpt_path, is_main) if resume else {}
     log = MetricsLog(out / METRICS_NAME, enabled=is_main, resume_step=state.step if resume else None)
     monitor = ValidationMonitor(
         data.memory,
@@ -76,32 +127,31 @@ def _pretrain(cfg: PretrainConfig, resume: bool) -> Path:
         size=cfg.monitor_size,
         seed=cfg.seed,
     )
-    if is_main:
-        cfg.save(out / CONFIG_NAME)
-        _announce(cfg, state, data)
     progress = _progress_bar(cfg, state) if is_main else None
 
     def save(reason: str) -> None:
         if is_main:
-            _checkpoint(state, data, metrics, reason).save(ckpt_path)
+            _save(_checkpoint(state, data, metrics, reason), ckpt_path)
 
     state.network.train()
     timer = _Rate(cfg.batch_size, state.step)
     try:
         for local in local_batches(state, len(data.train)):
             loss, lr = train_step(state, data.train.images[local].to(device, non_blocking=True))
-            if state.step % cfg.log_every == 0 or state.step == state.schedule.total_steps:
+            if state.step % cfg.log_every == 0 or state.step == schedule.total_steps:
                 record = _step_record(state, loss, lr, timer)
                 log.write(record)
                 if progress is not None:
                     progress.set_postfix(_postfix(record))
             if progress is not None:
                 progress.update(1)
-            if state.step % state.schedule.steps_per_epoch and state.step != state.schedule.total_steps:
+            if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
+                save("steps")
+            if state.step % schedule.steps_per_epoch and state.step != schedule.total_steps:
                 continue
             # an epoch ended (or the run did): monitor, checkpoint, maybe stop
-            epoch = math.ceil(state.step / state.schedule.steps_per_epoch)
-            last = state.step == state.schedule.total_steps
+            epoch = math.ceil(state.step / schedule.steps_per_epoch)
+            last = state.step == schedule.total_steps
             if is_main and ((cfg.eval_every and epoch % cfg.eval_every == 0) or last):
                 metrics = monitor(state.network, device)
                 log.write({"kind": "epoch", "step": state.step, "epoch": _epoch(state), **metrics})
@@ -115,7 +165,7 @@ def _pretrain(cfg: PretrainConfig, resume: bool) -> Path:
                     message = f"stopping after epoch {epoch} (stop_at_epoch); continue with --resume"
                     print(message, file=sys.stderr)
                 break
-        if state.step == state.schedule.total_steps and not ckpt_path.exists():
+        if state.step == schedule.total_steps and not ckpt_path.exists():
             save("end")
     except KeyboardInterrupt:
         save("interrupted")
@@ -123,11 +173,45 @@ def _pretrain(cfg: PretrainConfig, resume: bool) -> Path:
             message = f"interrupted at step {state.step}: checkpoint saved to {ckpt_path}"
             print(f"\n{message}; continue with --resume", file=sys.stderr)
         raise
-    if progress is not None:
-        progress.close()
-    if distributed:
-        dist.barrier()
-    return ckpt_path
+    except NonFiniteError:
+        raise  # the weights of this step are suspect: the last good checkpoint stays
+    except Exception:
+        # a failure in monitoring, logging or I/O must not cost the training done so far
+        save("interrupted")
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt while training runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _save(checkpoint: Checkpoint, path: Path) -> None:
+    """Write the checkpoint unless its weights or buffers are not finite (the last good one stays)."""
+    bad = [k for k, v in checkpoint.model.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        print(
+            f"not saving the checkpoint of step {checkpoint.step}: {len(bad)} tensors are not finite "
+            f"(e.g. {bad[0]}); {path} keeps the last finite state",
+            file=sys.stderr,
+        )
+        return
+    checkpoint.save(path)
 
 
 # ----------------------------------------------------------------------------- the loop's parts
@@ -155,7 +239,23 @@ def _resume(state: TrainState, ckpt_path: Path, is_main: bool) -> dict[str, floa
     state.step = checkpoint.step
     if is_main:
         print(f"resuming from {ckpt_path} at step {state.step}/{state.schedule.total_steps}", file=sys.stderr)
+        before = _planned_steps(checkpoint.config, state)
+        if before != state.schedule.total_steps:
+            print(
+                f"note: the checkpoint's run was planned for {before} steps and this one for "
+                f"{state.schedule.total_steps}: the learning-rate schedule is re-spanned, so from step "
+                f"{state.step} on it differs from that run's",
+                file=sys.stderr,
+            )
     return dict(checkpoint.metrics)
+
+
+def _planned_steps(saved: dict[str, Any], state: TrainState) -> int:
+    """The total steps the checkpoint's own configuration planned."""
+    epochs = int(saved.get("epochs", state.cfg.epochs))
+    total = epochs * state.schedule.steps_per_epoch
+    max_steps = saved.get("max_steps", state.cfg.max_steps)
+    return min(total, int(max_steps)) if max_steps is not None else total
 
 
 def _checkpoint(state: TrainState, data: Data, metrics: dict[str, float], reason: str) -> Checkpoint:

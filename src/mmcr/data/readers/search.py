@@ -1,4 +1,5 @@
-"""Where the readers of files look for a data set: ``data_dir``, then ``$MMCR_DATA_DIR``."""
+"""Where the readers of files look for a data set: ``data_dir`` alone if given, else
+``$MMCR_DATA_DIR``, then the system folders."""
 
 from __future__ import annotations
 
@@ -19,20 +20,24 @@ def search_dirs(
 ) -> list[Path]:
     """Directories to search, in order, without repeats.
 
-    ``data_dir``, then ``$MMCR_DATA_DIR``, each followed by its sub-folders named in
-    ``info.folder_names``; then ``system_dirs`` (where a system package installs the data).
+    A ``data_dir`` the caller names is the only place searched (with its sub-folders named
+    in ``info.folder_names``): the data there is used, or the load fails, never silently
+    replaced by another copy. Without one: ``$MMCR_DATA_DIR`` and its sub-folders, then
+    ``system_dirs`` (where a system package installs the data).
     """
     bases: list[Path] = []
     if data_dir is not None:
         bases.append(Path(data_dir).expanduser())
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        bases.append(Path(env).expanduser())
+    else:
+        env = os.environ.get(DATA_DIR_ENV)
+        if env:
+            bases.append(Path(env).expanduser())
     dirs: list[Path] = []
     for base in bases:
         dirs.append(base)
         dirs.extend(base / sub for sub in info.folder_names)
-    dirs.extend(system_dirs)
+    if data_dir is None:
+        dirs.extend(system_dirs)
     unique: list[Path] = []
     for d in dirs:
         if d not in unique:
