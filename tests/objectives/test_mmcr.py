@@ -108,15 +108,37 @@ def test_rank_deficient_matrix_gives_minimum_norm_subgradient(rows: int, cols: i
 
 @pytest.mark.parametrize("k", [2, 3, 8])
 def test_collapsed_views_give_finite_exact_gradients(k: int) -> None:
-    # Every sample's K views coincide (Z_n has rank 1), and 4 samples share a direction.
+    # Every sample's K views coincide (Z_n has rank 1), and 4 samples share a direction
+    # (C has rank 8 of 12). The local term, minimised, takes the minimum-norm subgradient;
+    # the global term, maximised, the full polar factor of C (U_r V_r^T completed beyond
+    # the rank, so that it ascends), carried to z through the centroids.
+    from mmcr.objectives.mmcr import centroids_of, views_and_centroids
+
     torch.manual_seed(k)
     base = torch.randn(12, 1, 16)
     base[4:8] = base[0]
     z = base.expand(12, k, 16) * torch.rand(12, k, 1).add(0.5)  # different scales, same direction
     value, grad = grads(MMCRLoss(lmbda=0.1), z)
-    ref_value, ref_grad = grads(lambda x: reference_loss(x, 0.1, subgradient=True), z.double())
+    ref_value, _ = grads(lambda x: reference_loss(x, 0.1, subgradient=True), z.double())
     assert torch.isfinite(grad).all()
     assert abs(float(value) - float(ref_value)) <= 1e-5 * abs(float(ref_value))
+    # The gradient is that of the minimum-norm local term minus <P, C>, P a full polar
+    # factor of these centroids (computed as the loss computes them: which directions
+    # complete the rank-8 part depends on C's rounding).
+    centroids = views_and_centroids(z)[1]
+    _, polar = grads(lambda m: nuclear_norm(m, subgradient="complete"), centroids)
+    u, s, vh = torch.linalg.svd(centroids.double(), full_matrices=False)
+    rank = int((s > 1e-6 * s[0]).sum())
+    assert rank == 8
+    p = polar.double()
+    assert rel(u[:, :rank].T @ p, vh[:rank]) <= 1e-5 and rel(p @ vh[:rank].T, u[:, :rank]) <= 1e-5
+    assert torch.allclose(torch.linalg.svdvals(p), torch.ones(12, dtype=p.dtype), atol=1e-5)
+
+    def local_reference(x: torch.Tensor) -> torch.Tensor:
+        views = x / x.norm(dim=-1, keepdim=True)
+        return 0.1 * _SubgradientNuclearNorm.apply(views.transpose(1, 2)).mean()
+
+    _, ref_grad = grads(lambda x: local_reference(x) - (centroids_of(x) * p).sum(), z.double())
     assert rel(grad, ref_grad) <= 1e-4
 
 

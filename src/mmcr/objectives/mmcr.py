@@ -165,6 +165,16 @@ class MMCRLoss(Objective):
     speed choice only, the result is exact either way. The loss keeps float32 inside a
     caller's autocast region.
 
+    At rank-deficient centroids (all views identical, a collapsed projector, exact low
+    rank) ``||C||_*``, which the loss maximises, has no gradient; its gradient is then the
+    full polar factor of ``C``, with the singular vectors completed beyond the rank
+    (``subgradient="complete"`` of :func:`~mmcr.objectives.spectral.nuclear_norm`), which
+    raises every zero singular value and so leads out of collapse, where the
+    minimum-norm subgradient would leave gradient descent at the collapsed point. The
+    completion is a deterministic function of the global ``C``, which every rank of a
+    data-parallel run gathers identically: all ranks use the same one. The local term,
+    which is minimised, keeps the minimum-norm subgradient (its steepest descent).
+
     Example:
         >>> loss_fn = MMCRLoss(lmbda=0.0)
         >>> z = torch.randn(256, 4, 128, requires_grad=True)  # 256 images, 4 views
@@ -232,7 +242,9 @@ class MMCRLoss(Objective):
                 momentum_centroids = self._gather(centroids_of(_to_spectral(z_momentum.detach())))
             centroids = 0.5 * (centroids + momentum_centroids)
         num_points, dim = centroids.shape
-        global_nuc = nuclear_norm(centroids)
+        # maximised: at rank-deficient centroids (collapse) the completed polar factor
+        # ascends where the minimum-norm subgradient would leave the rank where it is
+        global_nuc = nuclear_norm(centroids, subgradient="complete")
         loss = -global_nuc
         local = None
         if views is not None:

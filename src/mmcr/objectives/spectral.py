@@ -30,14 +30,37 @@ could not resolve:
    the float32 eigenvectors, a small float64 ``eigh``, and a first-order correction of
    the coupling between the two subspaces), with its own error estimate: about 1.25x
    faster than a float32 SVD at 512 x 512, and as accurate.
-2. float64 Gram + ``eigh`` for the rest. Eigenvalues below ``1000 eps lambda_max``
-   (singular values below about ``5e-7 sigma_max``, the rounding level of float32
-   data) are taken as exact zeros, as a rank decision; their
-   polar components are dropped, which gives the minimum-norm subgradient at
-   rank-deficient matrices (collapsed views, collapsed centroids) instead of the
-   arbitrary singular vectors an SVD returns there.
-3. float64 SVD for matrices whose small singular values lie in the band where the
-   float64 Gram route would still lose gradient accuracy.
+2. float64 Gram + ``eigh`` for the rest. Singular values below ``zero_ratio`` of the
+   largest (one unit in the last place of the input's precision: ``eps32 sigma_max``
+   for float32 data, whose own rounding is about half that) are zeros of the input, a
+   rank decision this tier takes only where its eigenvalues (accurate to
+   ``2 eps64 lambda_max``) leave no doubt: below ``zero_ratio / RANK_BAND``. Matrices with a
+   singular value within a factor ``RANK_BAND`` of it, or with small singular values
+   the Gram route would resolve too coarsely, go on to the SVD.
+3. float64 SVD for the rest, which resolves singular values down to the input's own
+   rounding level and decides the rank there.
+
+At a rank-deficient matrix the nuclear norm has no gradient, and the result is an
+element of its subdifferential ``{U_r V_r^T + W : U_r^T W = 0, W V_r = 0, ||W||_2 <= 1}``
+chosen by ``subgradient``:
+
+- ``"minimum_norm"`` (the default): ``W = 0``. For a minimised norm (MMCR's local term,
+  collapsed views) the negative minimum-norm subgradient is the steepest descent.
+- ``"complete"``: the full polar factor, ``W = U_0 V_0^T`` with ``U_0`` and ``V_0``
+  orthonormal complements of the ranges of ``U_r`` and ``V_r``, so every singular value of
+  the result is 1. For a maximised norm (MMCR's global term) the minimum-norm element is
+  the least ascending one: at exact collapse or exact low rank it moves only within the
+  present range, and gradient ascent never leaves that rank, whereas the full polar
+  factor raises every zero singular value at unit rate. Such matrices are resolved by
+  the float64 SVD. Below the zero level but above the SVD's own rounding, its singular
+  vectors complete the ranges (the best estimate of the input's small directions that
+  its rounding allows: a nearly collapsed C keeps the gradient its data carry); at
+  exact zeros, where the SVD's vectors are arbitrary, fixed Gaussian bases projected on
+  the complements do (:func:`_completion`). Both are deterministic functions of the
+  input, so the same matrix gives the same gradient (every rank of a data-parallel run
+  holds the same global centroids; a resumed run replays the same steps), and the fixed
+  completion is continuous in the ranges: matrices that differ by rounding get
+  gradients that differ by rounding.
 
 Half and bfloat16 inputs are computed in float32. Gradients stay finite for zero and
 repeated singular values.
@@ -66,8 +89,14 @@ GRAD_RTOL = 1e-5
 NOISE_FACTOR = 2.0
 """Eigenvalue error of the Gram route, in units of ``eps * lambda_max``."""
 
-ZERO_FACTOR_F64 = 1000.0
-"""float64 eigenvalues below ``ZERO_FACTOR_F64 * eps * lambda_max`` are exact zeros."""
+ZERO_ULPS = 1.0
+"""Singular values below ``ZERO_ULPS * eps * sigma_max`` are zeros of the input (``eps`` of
+its working precision); see :func:`zero_ratio`."""
+
+RANK_BAND = 2.0
+"""The Gram tiers leave to the SVD every matrix with a singular value between
+``zero_ratio / RANK_BAND`` and ``RANK_BAND * zero_ratio`` of the largest: there the
+rank decision depends on more digits than their eigenvalues hold."""
 
 REFINE_RATIO = 0.01
 """Gram eigenvalues below ``REFINE_RATIO * lambda_max`` are refined in float64 when the
@@ -77,8 +106,22 @@ REFINE_MAX_FRACTION = 0.25
 """Refinement is tried when at most this fraction of the eigenvalues is small; beyond it
 the float64 tier is cheaper."""
 
-ZERO_RATIO = math.sqrt(ZERO_FACTOR_F64 * _EPS64)
-"""The same rule for singular values: below ``ZERO_RATIO * sigma_max`` (about 4.7e-7)."""
+SUBGRADIENTS = ("minimum_norm", "complete")
+
+
+def zero_ratio(dtype: torch.dtype, size: int = 1) -> float:
+    """Singular values below this times ``sigma_max`` are zeros of an input in ``dtype``.
+
+    A matrix computed in precision ``eps`` carries rounding errors of about ``eps / 2``
+    relative in every entry (the entries themselves and the normalisations and means
+    that produced them): a perturbation of spectral norm about ``eps sigma_max / 2``
+    (0.44-0.53 ``eps32 sigma_max`` measured on float32 centroid matrices with B = 64
+    to 2048), which lifts exact zeros to 0.1-0.3 ``eps sigma_max``. A singular value
+    below ``ZERO_ULPS eps sigma_max`` (1.19e-7 for float32) cannot be told from zero by
+    the data; above it, it is real and resolved. ``size`` (``max(m, n)``) adds the float64
+    SVD's own error, ``size * eps64``, which matters for float64 inputs only.
+    """
+    return max(ZERO_ULPS * float(torch.finfo(dtype).eps), size * _EPS64)
 
 
 def _gram(x: torch.Tensor) -> torch.Tensor:
@@ -100,26 +143,43 @@ def _polar(x: torch.Tensor, vecs: torch.Tensor, inv_sigma: torch.Tensor) -> torc
 
 
 def _gram_checks(
-    lam64: np.ndarray, eps: float, exact_zeros: bool
+    lam64: np.ndarray, eps: float, zero_level: float | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The Gram route's error model, from ascending eigenvalues (N, s) in float64.
 
     With ``u = eps lambda_max`` (half the eigenvalue error ``delta``), singular value ``i``
     is off by a relative ``u / lambda_i``: the value error is ``u sum_i 1/sigma_i`` and the
     polar factor's root-mean-square error ``u sqrt(mean_i 1/sigma_i^4)``, accepted under
-    ``VALUE_RTOL`` and ``GRAD_RTOL``. ``exact_zeros=False`` (the float32 tier): an
-    eigenvalue below ``delta`` is lost in noise and the matrix is not accepted.
-    ``exact_zeros=True`` (the float64 tier): eigenvalues below ``ZERO_FACTOR_F64 u`` are
-    exact zeros (a rank decision), left out of the value, of ``1/sigma`` and of the
-    estimates. ``eps`` is the working precision's; the float32 model applied to float64
-    eigenvalues tells whether the float32 tier would have accepted the same matrices.
+    ``VALUE_RTOL`` and ``GRAD_RTOL``. ``eps`` is the working precision's; the float32
+    model applied to float64 eigenvalues tells whether the float32 tier would have
+    accepted the same matrices.
+
+    ``zero_level=None`` (the float32 tier, and any tier for the ``"complete"``
+    subgradient): no rank decision; an eigenvalue below ``delta`` is lost in noise and
+    the matrix is not accepted. ``zero_level = r`` (:func:`zero_ratio`): singular values
+    below ``r / RANK_BAND`` of the largest are zeros, left out of the value, of
+    ``1/sigma`` and of the estimates, provided the eigenvalues resolve that level
+    (``(r / RANK_BAND)^2`` above ``RANK_BAND^2 delta``; float64 inputs, whose zero level
+    lies far below the eigenvalues' resolution, never have zeros decided here); a
+    matrix with a singular value between ``r / RANK_BAND`` and ``RANK_BAND r`` is not
+    accepted, since the rank decision there needs the SVD.
 
     Returns the acceptance mask (N,), nuclear norms (N,) and ``1/sigma`` (N, s), 0 at zeros.
     """
     # scale-free: r = lambda / lambda_max; below 1e-60 a matrix is rejected anyway, and the
     # clamp keeps 1/r^2 finite
     lam_max = np.maximum(lam64[:, -1:], np.finfo(np.float64).tiny)
-    zero = lam64 <= (ZERO_FACTOR_F64 if exact_zeros else NOISE_FACTOR) * eps * lam_max
+    delta = NOISE_FACTOR * eps
+    if zero_level is None:
+        zero = lam64 <= delta * lam_max
+        undecided = zero
+    else:
+        low, high = (zero_level / RANK_BAND) ** 2, (zero_level * RANK_BAND) ** 2
+        if low > RANK_BAND**2 * delta:
+            zero = lam64 <= low * lam_max
+        else:
+            zero = np.zeros(lam64.shape, dtype=bool)
+        undecided = ~zero & (lam64 < high * lam_max)
     # sigma_max / sigma_i
     inv_root_r = np.where(zero, 0.0, np.sqrt(lam_max / np.maximum(lam64, 1e-60 * lam_max)))
     values64 = np.where(zero, 0.0, np.sqrt(np.maximum(lam64, 0.0))).sum(-1)
@@ -127,10 +187,8 @@ def _gram_checks(
     ok = (eps * inv_root_r.sum(-1) <= VALUE_RTOL * values64 / np.sqrt(lam_max[:, 0])) & (
         np.square(np.square(inv_root_r)).sum(-1) / kept <= (GRAD_RTOL / eps) ** 2
     )
-    if not exact_zeros:
-        ok &= ~zero.any(-1)
+    ok &= ~undecided.any(-1)
     return ok, values64, inv_root_r / np.sqrt(lam_max)
-
 
 
 def _gram_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -156,7 +214,7 @@ def _gram_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.T
         return values, polar, torch.ones(x.shape[0], dtype=torch.bool)
     # otherwise the full checks, in float64 on the host: one transfer instead of a dozen kernels
     lam64 = lam.to("cpu", torch.float64).numpy()
-    ok, values64, inv_sigma64 = _gram_checks(lam64, _EPS32, exact_zeros=False)
+    ok, values64, inv_sigma64 = _gram_checks(lam64, _EPS32, None)
     values = torch.from_numpy(values64).to(x.device, x.dtype)
     if not need_polar:
         return values, None, torch.from_numpy(ok)
@@ -199,8 +257,8 @@ def _refine_small_subspace(
     ``-1/2 sum E_ls^2 / (s_l s_s (s_l + s_s))``. The second-order remainder of singular
     value ``s`` is estimated as ``sum_l E_ls^2 / (lambda_l mu_s)``; the result is
     accepted under the same value and polar-factor tolerances as the Gram tier, and
-    never when a small singular value is a numerical zero (the float64 tier decides
-    ranks): then None.
+    never when a small singular value lies within ``RANK_BAND`` of the zero level or
+    below (the later tiers decide ranks): then None.
     """
     f64 = torch.float64
     # contiguous float64 copies of X and X^T keep every product below in the fast
@@ -226,8 +284,9 @@ def _refine_small_subspace(
     value_err = (s_large * rel_large).sum() + (s_small * rel_small).sum()
     grad_err = torch.cat((rel_large, rel_small)).square().mean().sqrt()
     stats = torch.stack((value_err, grad_err, value, mu[0], lam_max)).tolist()
+    zero_level = RANK_BAND * zero_ratio(x.dtype, max(x.shape))
     ok = (
-        stats[3] > ZERO_FACTOR_F64 * _EPS64 * stats[4]
+        stats[3] > zero_level**2 * stats[4]
         and stats[0] <= VALUE_RTOL * stats[2]
         and stats[1] <= GRAD_RTOL
     )
@@ -245,12 +304,15 @@ def _refine_small_subspace(
 
 
 def _eig_tier(
-    x: torch.Tensor, need_polar: bool, report: dict[str, float] | None = None
+    x: torch.Tensor,
+    need_polar: bool,
+    zero_level: float | None,
+    report: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The float64 Gram tier: nuclear norms (N,), polar factors or None, accuracy mask (N,).
 
-    Eigenvalues below ``ZERO_FACTOR_F64 eps lambda_max`` are exact zeros (rank decision);
-    the others are accepted under :func:`_gram_checks` with float64's ``eps``. With
+    Accepted under :func:`_gram_checks` with float64's ``eps``; ``zero_level`` (from
+    :func:`zero_ratio`, or None where no rank is to be decided here) as there. With
     ``report``, stores there the share of the matrices the float32 tier would have
     accepted (the same eigenvalues under float32's ``eps``).
     """
@@ -260,9 +322,9 @@ def _eig_tier(
     else:
         lam, vecs = torch.linalg.eigvalsh(gram), None
     lam64 = lam.to("cpu", torch.float64).numpy()
-    ok, values64, inv_sigma64 = _gram_checks(lam64, _EPS64, exact_zeros=True)
+    ok, values64, inv_sigma64 = _gram_checks(lam64, _EPS64, zero_level)
     if report is not None:
-        report["float32_share"] = float(_gram_checks(lam64, _EPS32, exact_zeros=False)[0].mean())
+        report["float32_share"] = float(_gram_checks(lam64, _EPS32, None)[0].mean())
     values = torch.from_numpy(values64).to(x.device, x.dtype)
     polar = None
     if vecs is not None:
@@ -270,14 +332,58 @@ def _eig_tier(
     return values, polar, torch.from_numpy(ok)
 
 
-def _svd_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def _orthonormal_complement(q: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Orthonormal ``(m, k)`` columns spanning the part of ``basis`` (m, k) orthogonal to ``q``.
+
+    ``q`` (m, r) has orthonormal columns. With ``A = (I - q q^T) basis`` (projected twice,
+    which keeps it orthogonal to ``q`` to float64 rounding) the result is the polar factor
+    ``A (A^T A)^(-1/2)``: it depends on ``q`` only through its span, and continuously, so
+    inputs that differ by rounding get completions that differ by rounding.
+    """
+    a = basis - q @ (q.mT @ basis)
+    a = a - q @ (q.mT @ a)
+    lam, w = torch.linalg.eigh(a.mT @ a)
+    return a @ ((w * lam.clamp_min(torch.finfo(a.dtype).tiny).rsqrt()) @ w.mT)
+
+
+COMPLETION_SEED = 20230303
+"""Seed of the fixed Gaussian bases that complete the singular vectors of rank-deficient
+matrices (:func:`_completion`)."""
+
+
+def _completion(u: torch.Tensor, v: torch.Tensor, count: int) -> torch.Tensor:
+    """``U_0 V_0^T`` (m, n): ``count`` orthonormal directions beyond ``u`` (m, r) and ``v`` (n, r).
+
+    ``U_0`` and ``V_0`` are :func:`_orthonormal_complement` of fixed Gaussian bases, drawn
+    on the CPU from ``COMPLETION_SEED`` and nothing else: the same on every device and
+    every rank, independent of the global random state (drawing from it would shift
+    the training's random stream), and the same for every matrix whose kept singular
+    vectors span the same subspaces.
+    """
+    generator = torch.Generator().manual_seed(COMPLETION_SEED)
+    m, n = u.shape[0], v.shape[0]
+    basis_u = torch.randn(m, count, generator=generator, dtype=torch.float64).to(u.device, u.dtype)
+    basis_v = torch.randn(n, count, generator=generator, dtype=torch.float64).to(v.device, v.dtype)
+    return _orthonormal_complement(u, basis_u) @ _orthonormal_complement(v, basis_v).mT
+
+
+def _svd_tier(
+    x: torch.Tensor, need_polar: bool, zero_level: float, complete: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Nuclear norms, polar factors and an accuracy mask by SVD.
 
-    float64: singular values below ``ZERO_RATIO * sigma_max`` are exact zeros (as in the
-    float64 eigen tier) and the result is always accepted. float32: singular values below
-    ``max(m, n) eps sigma_max`` are rounding noise; a matrix that has any, or whose polar
-    factor is estimated to be off by more than ``GRAD_RTOL`` (perturbation bound
-    ``2 eps sigma_max / (sigma_r + sigma_{r-1})`` over the rank's root), is not accepted.
+    float64: singular values below ``zero_level * sigma_max`` (:func:`zero_ratio` of the
+    input) are zeros, left out of the value, and the result is always accepted. The
+    polar factor is ``U_r V_r^T`` over the others, or with ``complete`` the full polar
+    factor: the singular vectors of every singular value above the float64 SVD's own
+    rounding (``zero_ratio(float64, max(m, n))``), which below ``zero_level`` are as
+    good an estimate of the input's small singular directions as its rounding allows,
+    and beyond those (exact zeros, where the SVD's vectors are arbitrary) the fixed
+    completion of :func:`_completion`.
+    float32: singular values below ``max(m, n) eps sigma_max`` are rounding noise; a
+    matrix that has any, or whose polar factor is estimated to be off by more than
+    ``GRAD_RTOL`` (perturbation bound ``2 eps sigma_max / (sigma_r + sigma_{r-1})`` over
+    the rank's root), is not accepted.
     """
     if not need_polar:
         s = torch.linalg.svdvals(x)
@@ -286,7 +392,7 @@ def _svd_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Te
         u, s, vh = torch.linalg.svd(x, full_matrices=False)
     sigma_max = s[..., :1]
     if x.dtype == torch.float64:
-        keep = s > ZERO_RATIO * sigma_max
+        keep = s > zero_level * sigma_max
         ok = torch.ones(s.shape[:-1], dtype=torch.bool, device=s.device)
     else:
         eps = torch.finfo(x.dtype).eps
@@ -300,12 +406,25 @@ def _svd_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Te
     values = torch.where(keep, s, torch.zeros_like(s)).sum(-1)
     if u is None or vh is None:
         return values, None, ok
-    polar = (u * keep.to(u.dtype).unsqueeze(-2)) @ vh
+    if not complete or x.dtype != torch.float64:
+        return values, (u * keep.to(u.dtype).unsqueeze(-2)) @ vh, ok
+    # singular values are descending: the first `resolved` vectors are used as they are
+    resolved = (s > zero_ratio(torch.float64, max(x.shape[-2], x.shape[-1])) * sigma_max).sum(-1)
+    polar = torch.empty_like(x)
+    for i, rank_i in enumerate(resolved.tolist()):
+        u_r, v_r = u[i, :, :rank_i], vh[i, :rank_i].mT
+        polar[i] = u_r @ v_r.mT
+        if rank_i < s.shape[-1]:
+            polar[i] += _completion(u_r, v_r, s.shape[-1] - rank_i)
     return values, polar, ok
 
 
 def _nuclear_norm_impl(
-    x: torch.Tensor, need_polar: bool, route: str = "auto", report: dict[str, float] | None = None
+    x: torch.Tensor,
+    need_polar: bool,
+    route: str = "auto",
+    report: dict[str, float] | None = None,
+    subgradient: str = "minimum_norm",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Tiered evaluation on a (N, m, n) batch; returns values (N,) and polar (N, m, n).
 
@@ -318,13 +437,19 @@ def _nuclear_norm_impl(
     receives ``"float32_share"``: the share of the matrices the float32 Gram tier
     accepted (route ``"auto"``) or would have accepted (route ``"float64"``), from which
     a caller with a stream of similar batches can pick the next call's route.
+    ``subgradient``: see the module docstring. With ``"complete"`` no Gram tier decides
+    a rank, so every rank-deficient matrix reaches the SVD, which completes its
+    singular vectors; the value is the same as with ``"minimum_norm"``.
     """
     out_dtype = spectral_dtype(x)
     xw = x.to(out_dtype)
+    complete = subgradient == "complete"
+    zero_level = zero_ratio(out_dtype, max(x.shape[-2], x.shape[-1]))
+    gram_zero_level = None if complete else zero_level
     if route == "svd" and out_dtype == torch.float32:
-        values, polar, ok = _svd_tier(xw, need_polar)
+        values, polar, ok = _svd_tier(xw, need_polar, zero_level, complete)
     elif route == "float64" or out_dtype == torch.float64:
-        values, polar, ok = _eig_tier(xw.to(torch.float64), need_polar, report)
+        values, polar, ok = _eig_tier(xw.to(torch.float64), need_polar, gram_zero_level, report)
     else:
         values, polar, ok = _gram_tier(xw, need_polar)
         if report is not None:
@@ -339,10 +464,10 @@ def _nuclear_norm_impl(
     if first_is_f64:
         v64, p64, ok64 = values[redo], None if polar is None else polar[redo], ok[redo_cpu]
     else:
-        v64, p64, ok64 = _eig_tier(x64, need_polar)
+        v64, p64, ok64 = _eig_tier(x64, need_polar, gram_zero_level)
     bad = (~ok64.cpu()).nonzero().squeeze(-1).to(x.device)
     if bad.numel() > 0:
-        v_svd, p_svd, _ = _svd_tier(x64.index_select(0, bad), need_polar)
+        v_svd, p_svd, _ = _svd_tier(x64.index_select(0, bad), need_polar, zero_level, complete)
         v64 = v64.index_copy(0, bad, v_svd)
         if p64 is not None and p_svd is not None:
             p64 = p64.index_copy(0, bad, p_svd)
@@ -354,42 +479,59 @@ def _nuclear_norm_impl(
 
 class _NuclearNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, route: str, report: dict[str, float] | None) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, route: str, report: dict[str, float] | None, subgradient: str
+    ) -> torch.Tensor:
         batch_shape = x.shape[:-2]
         flat = x.reshape(-1, x.shape[-2], x.shape[-1])
-        values, polar = _nuclear_norm_impl(flat, ctx.needs_input_grad[0], route, report)
+        values, polar = _nuclear_norm_impl(flat, ctx.needs_input_grad[0], route, report, subgradient)
         if polar is not None:
             ctx.save_for_backward(polar.reshape(x.shape))
         return values.reshape(batch_shape)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (polar,) = ctx.saved_tensors
-        return grad.to(polar.dtype)[..., None, None] * polar, None, None
+        return grad.to(polar.dtype)[..., None, None] * polar, None, None, None
 
 
 ROUTES = ("auto", "float64", "svd")
 
 
 def nuclear_norm(
-    x: torch.Tensor, route: str = "auto", report: dict[str, float] | None = None
+    x: torch.Tensor,
+    route: str = "auto",
+    report: dict[str, float] | None = None,
+    subgradient: str = "minimum_norm",
 ) -> torch.Tensor:
     """Nuclear norm of every matrix in ``x`` of shape ``(..., m, n)``; returns shape ``(...)``.
 
     Matches ``torch.linalg.svdvals(x).sum(-1)`` (relative error below about 1e-6 in
     float32), through the eigenvalues of the smaller Gram matrix where that is accurate
     (see the module docstring). Differentiable: the gradient is the polar factor
-    ``U V^T``, with singular values below ~1e-7 of the largest treated as exact zeros.
+    ``U V^T``. Singular values below :func:`zero_ratio` of the largest (``eps32``, about
+    1.2e-7, for float32: the input's own rounding level) are zeros; every larger one is
+    resolved, by a float64 SVD where the Gram routes cannot.
     Results come in float32 for half/bfloat16/float32 inputs and float64 for float64.
     ``route`` picks the first tier (see :func:`_nuclear_norm_impl`): ``"auto"``,
     ``"float64"`` (ill-conditioned matrices such as the views of one sample) or ``"svd"``
     (a float32 SVD first); later tiers guarantee the accuracy whatever the route.
     ``report``: an optional dict that receives ``"float32_share"`` (see
     :func:`_nuclear_norm_impl`).
+    ``subgradient``: the gradient at a rank-deficient matrix. ``"minimum_norm"`` (for a
+    norm that is minimised: the steepest descent) gives ``U_r V_r^T`` over the nonzero
+    singular values; ``"complete"`` (for a norm that is maximised, such as MMCR's global
+    term) gives the full polar factor, ``U_r V_r^T`` plus ``U_0 V_0^T`` from orthonormal
+    complements of the ranges, along which every zero singular value grows: the
+    minimum-norm choice would make exact collapse a fixed point of gradient ascent.
+    The completion is a deterministic function of ``x``. Away from rank deficiency the
+    two agree.
     """
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
+    if subgradient not in SUBGRADIENTS:
+        raise ValueError(f"subgradient must be one of {SUBGRADIENTS}, got {subgradient!r}")
     if x.ndim < 2:
         raise ValueError(f"nuclear_norm needs matrices of shape (..., m, n), got shape {tuple(x.shape)}")
     if x.shape[-1] == 0 or x.shape[-2] == 0:
@@ -398,7 +540,7 @@ def nuclear_norm(
         raise ValueError(f"nuclear_norm needs a floating-point tensor, got dtype {x.dtype}")
     # the spectral work stays in float32/float64 inside a caller's autocast region too
     with full_precision(x):
-        out: torch.Tensor = _NuclearNorm.apply(x, route, report)
+        out: torch.Tensor = _NuclearNorm.apply(x, route, report, subgradient)
     return out
 
 
@@ -411,15 +553,17 @@ def two_view_nuclear_norm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         ||[a b]||_* = (||a + b|| + ||a - b||) / sqrt(2),
 
     which, unlike the cosine form, has no cancellation when the views nearly coincide.
-    As in :func:`nuclear_norm`, a singular value below ``ZERO_RATIO`` times the other
-    (rounding noise: views that coincide up to float32 rounding) is an exact zero, so
-    the gradient there is the minimum-norm subgradient rather than a unit vector along
-    the rounding noise. Only valid for unit vectors (the MMCR loss normalises every
-    view first).
+    As in :func:`nuclear_norm`, a singular value below :func:`zero_ratio` times the
+    other (``eps`` of the views' precision: views that coincide up to rounding, which
+    leaves ``||a - b||`` at 0.1-0.3 ``eps``) is an exact zero, so the gradient there is the
+    minimum-norm subgradient (this is the local term, which is minimised) rather than a
+    unit vector along the rounding noise. Only valid for unit vectors (the MMCR loss
+    normalises every view first).
     """
     plus = torch.linalg.vector_norm(a + b, dim=-1)
     minus = torch.linalg.vector_norm(a - b, dim=-1)
+    level = zero_ratio(plus.dtype)
     zero = torch.zeros_like(plus)
-    plus_kept = torch.where(plus <= ZERO_RATIO * minus, zero, plus)
-    minus_kept = torch.where(minus <= ZERO_RATIO * plus, zero, minus)
+    plus_kept = torch.where(plus <= level * minus, zero, plus)
+    minus_kept = torch.where(minus <= level * plus, zero, minus)
     return (plus_kept + minus_kept) / math.sqrt(2.0)
