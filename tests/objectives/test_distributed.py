@@ -12,6 +12,9 @@ the parent then compares with single-process references computed here.
     whose averaged parameter gradients must equal the single-process ones. With
     ``distributed=False`` (no gather) they must not: each rank's loss then sees only its
     own half of the batch.
+(c) collapsed centroids (every view identical, exact rank 2, a relative spread of 1e-6),
+    where MMCR's gradient is a completed polar factor of the global centroids: every
+    rank must apply the same one, and the z-level rule (a) must hold.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from mmcr.distributed import gather_with_grad
 from mmcr.objectives.barlow_twins import BarlowTwinsLoss
-from mmcr.objectives.mmcr import MMCRLoss
+from mmcr.objectives.mmcr import MMCRLoss, centroids_of
 from mmcr.objectives.simclr import SimCLRLoss
+from mmcr.objectives.spectral import nuclear_norm
 from mmcr.objectives.vicreg import VICRegLoss
 
 try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
@@ -51,6 +56,7 @@ FACTORIES: dict[str, Callable[[bool], nn.Module]] = {
     "vicreg": lambda distributed: VICRegLoss(distributed=distributed),
 }
 CASES = [(name, k) for name in FACTORIES for k in VIEW_COUNTS]
+COLLAPSED = [(start, k) for start in ("identical", "rank 2", "spread 1e-6") for k in VIEW_COUNTS]
 
 
 def make_inputs(k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,6 +65,25 @@ def make_inputs(k: int) -> tuple[torch.Tensor, torch.Tensor]:
     z = torch.randn(BATCH, k, OUT_DIM, generator=generator)
     x = torch.randn(BATCH, k, IN_DIM, generator=generator)
     return z, x
+
+
+def make_collapsed(start: str, k: int) -> torch.Tensor:
+    """A fixed ``z`` (B, K, OUT_DIM) whose centroids are (nearly) rank-deficient."""
+    generator = torch.Generator().manual_seed(2000 + k)
+    directions = torch.randn(2, OUT_DIM, generator=generator)
+    if start == "rank 2":  # samples alternate between two directions
+        return directions[torch.arange(BATCH) % 2][:, None, :].expand(BATCH, k, OUT_DIM).clone()
+    spread = 1e-6 if start == "spread 1e-6" else 0.0
+    noise = torch.randn(BATCH, k, OUT_DIM, generator=generator) / OUT_DIM**0.5
+    return directions[0] / directions[0].norm() + spread * noise
+
+
+def global_polar(centroids: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``||C||_*`` (the completed polar factor) at the given centroids."""
+    c = centroids.detach().requires_grad_(True)
+    nuclear_norm(c, subgradient="complete").backward()
+    assert c.grad is not None
+    return c.grad
 
 
 def make_model() -> nn.Module:
@@ -99,6 +124,15 @@ def exactness_worker(rank: int, world_size: int) -> dict[str, torch.Tensor]:
             tag = "gathered" if distributed else "local"
             out[f"{key}/model/{tag}/loss"] = loss.detach()
             out[f"{key}/model/{tag}/grad"] = flat_grads(model.module)
+    for start, k in COLLAPSED:
+        key = f"collapsed/{start}/K{k}"
+        z_local = make_collapsed(start, k)[rows].clone().requires_grad_(True)
+        loss = MMCRLoss(lmbda=0.0)(z_local)
+        loss.backward()
+        assert z_local.grad is not None
+        out[f"{key}/loss"] = loss.detach()
+        out[f"{key}/grad"] = z_local.grad.detach()
+        out[f"{key}/polar"] = global_polar(gather_with_grad(centroids_of(z_local.detach())))
     return out
 
 
@@ -169,3 +203,26 @@ def test_without_the_gather_gradients_differ(ranks: list[dict[str, torch.Tensor]
     _, grad = single_process_model(name, k)
     result = ranks[0][f"{name}/K{k}/model/local/grad"]
     assert relative_difference(result, grad) > 1e-2
+
+
+@pytest.mark.parametrize(("start", "k"), COLLAPSED)
+def test_collapsed_centroids_give_every_rank_the_same_completed_polar_factor(
+    ranks: list[dict[str, torch.Tensor]], start: str, k: int
+) -> None:
+    key = f"collapsed/{start}/K{k}"
+    z = make_collapsed(start, k)
+    single_polar = global_polar(centroids_of(z))
+    polars = [result[f"{key}/polar"] for result in ranks]
+    # bit for bit: nothing rank-dependent enters the completion
+    assert all(torch.equal(polar, polars[0]) for polar in polars)
+    # and the same as one process's (at exact zeros the completion is fixed: to rounding)
+    assert relative_difference(polars[0], single_polar) <= RTOL
+    # and the z-level rule of (a)
+    z = z.clone().requires_grad_(True)
+    loss = MMCRLoss(lmbda=0.0)(z)
+    loss.backward()
+    assert z.grad is not None
+    for rank, result in enumerate(ranks):
+        assert relative_difference(result[f"{key}/loss"], loss.detach()) <= RTOL, f"rank {rank}"
+    gathered = torch.cat([result[f"{key}/grad"] for result in ranks]) / WORLD_SIZE
+    assert relative_difference(gathered, z.grad) <= RTOL
