@@ -11,8 +11,23 @@ Manifold Capacity Representations".
 >>> loss = loss_fn(z)               # -||C||_*, C the 8 x 16 matrix of view centroids
 """
 
-from mmcr.objectives.mmcr import MMCRLoss, pretraining_percent_error
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mmcr.objectives.mmcr import MMCRLoss, pretraining_percent_error
 
 __version__ = "0.1.0"
 
 __all__ = ["MMCRLoss", "__version__", "pretraining_percent_error"]
+
+
+def __getattr__(name: str) -> Any:
+    # torch is imported on first use of the objective, so `mmcr --help` and
+    # `mmcr --version` do not pay for it
+    if name in ("MMCRLoss", "pretraining_percent_error"):
+        from mmcr.objectives import mmcr as objective
+
+        return getattr(objective, name)
+    raise AttributeError(f"module 'mmcr' has no attribute {name!r}")

@@ -172,12 +172,23 @@ class Checkpoint:
 
     def recipe(self) -> PretrainConfig:
         """The configuration that trained it, validated as a recipe is."""
-        return build_config(None, dict(self.config))
+        return build_config(None, dict(self.config), source="the checkpoint's configuration")
+
+
+def load_weights(network: nn.Module, state: dict[str, Any], source: str | Path) -> None:
+    """Load ``state`` into ``network``; ``ValueError`` naming the keys if they do not fit."""
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = str(exc).split("\n", 1)[-1].strip()
+        raise ValueError(
+            f"the weights in {source} do not fit the network its configuration builds: {detail}"
+        ) from None
 
 
 def load_network(path: str | Path, device: str | torch.device = "cpu") -> tuple[MMCRNetwork, Checkpoint]:
     """The trained network of a checkpoint, in eval mode, with the checkpoint itself."""
     checkpoint = Checkpoint.load(path)
     network = build_network(checkpoint.recipe(), checkpoint.in_channels)
-    network.load_state_dict(checkpoint.model)
+    load_weights(network, checkpoint.model, path)
     return network.to(device).eval(), checkpoint

@@ -29,7 +29,7 @@ class PretrainConfig:
 
     # data
     dataset: str = "fashion-mnist"  # a registered data set
-    data_dir: str | None = None  # where the data set lies (else $MMCR_DATA_DIR, then system paths)
+    data_dir: str | None = None  # where the data set lies, alone if given (else $MMCR_DATA_DIR, system paths)
     train_split: str = "train"  # split to pretrain on (stl10: train+unlabeled)
     val_fraction: float = 0.1  # share of the labelled training split held out for model selection
     image_size: int | None = None  # resize stored images (imagefolder; None keeps the native size)
@@ -243,9 +243,15 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"recipe {path} is not valid YAML: {exc}") from exc
     else:
-        data = tomllib.loads(text)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"recipe {path} is not valid TOML: {exc}") from exc
     if not isinstance(data, dict):
         raise ValueError(f"recipe {path} must be a table of key = value pairs")
     check_keys(data, source=str(path))
@@ -259,13 +265,21 @@ def check_keys(data: dict[str, Any], source: str) -> None:
         raise ValueError(f"unknown key(s) {', '.join(unknown)} in {source}; valid keys: {', '.join(valid)}")
 
 
-def build_config(recipe: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PretrainConfig:
-    """Defaults, then the recipe file, then overrides (e.g. from the command line)."""
+def build_config(
+    recipe: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    source: str = "the overrides",
+) -> PretrainConfig:
+    """Defaults, then the recipe file, then overrides (e.g. from the command line).
+
+    ``source`` names where the overrides come from, for error messages.
+    """
     values: dict[str, Any] = {}
     if recipe is not None:
         values.update(load_recipe(recipe))
     if overrides:
-        check_keys(overrides, source="the overrides")
+        check_keys(overrides, source=source)
         values.update(overrides)
     cfg = PretrainConfig(**{k: coerce(k, v) for k, v in values.items()})
     validate(cfg)
@@ -334,6 +348,13 @@ def _validate_names(cfg: PretrainConfig) -> None:
     from mmcr.optim import OPTIMIZERS, SCHEDULES
 
     dataset_info(cfg.dataset)
+    if cfg.device != "auto":
+        import torch
+
+        try:
+            torch.device(cfg.device)
+        except RuntimeError:
+            raise ValueError(f"unknown device {cfg.device!r}; valid: auto, cpu, cuda, cuda:N, mps") from None
     if cfg.augment is not None:
         preset(cfg.augment)
     for name, value, valid in (

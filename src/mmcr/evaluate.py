@@ -23,7 +23,15 @@ from typing import Any
 
 import torch
 
-from mmcr.build import Checkpoint, augment_config, build_network, load_data, load_test, resolve_device
+from mmcr.build import (
+    Checkpoint,
+    augment_config,
+    build_network,
+    load_data,
+    load_test,
+    load_weights,
+    resolve_device,
+)
 from mmcr.config import PretrainConfig, build_config
 from mmcr.data import MultiViewAugment
 from mmcr.evaluation.embed import batched_apply, view_geometry
@@ -67,7 +75,7 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
     aug = augment_config(cfg)
     network = build_network(cfg, data.channels).to(device)
     if checkpoint is not None and mode == "trained":
-        network.load_state_dict(checkpoint.model)
+        load_weights(network, checkpoint.model, options.checkpoint or "the checkpoint")
     network.eval()
     features = _flatten if mode == "raw-pixels" else network.encoder
 

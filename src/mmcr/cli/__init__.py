@@ -32,9 +32,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    from mmcr.config import add_config_arguments
-
+def _add_pretrain(sub: argparse._SubParsersAction, full: bool) -> None:
     p = sub.add_parser(
         "pretrain",
         help="pretrain an encoder with MMCR or a baseline objective",
@@ -47,8 +45,11 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
             "data parallelism: the loss and gradients equal those of one process with the "
             "whole batch."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    if not full:  # the options need the registries (torch): only for `mmcr pretrain ...` itself
+        return
+    from mmcr.config import add_config_arguments
+
     p.add_argument("--config", help="recipe file (TOML or YAML), e.g. configs/fashion_mnist.toml")
     resume = p.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
@@ -83,9 +84,7 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_eval(sub: argparse._SubParsersAction) -> None:
-    from mmcr.evaluation.linear_probe import PROBE_WEIGHT_DECAYS
-
+def _add_eval(sub: argparse._SubParsersAction, full: bool) -> None:
     p = sub.add_parser(
         "eval",
         help="kNN, linear probe and geometry of a checkpoint",
@@ -99,6 +98,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
             "with the same code, as references."
         ),
     )
+    if not full:
+        return
+    from mmcr.evaluation.linear_probe import PROBE_WEIGHT_DECAYS
+
     p.add_argument("checkpoint", nargs="?", help="a checkpoint written by mmcr pretrain (OUT/last.pt)")
     p.add_argument("--config", help="recipe for --random-init / --raw-pixels without a checkpoint")
     p.add_argument("--out", help="output directory (default: OUT/eval beside the checkpoint)")
@@ -120,7 +123,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_eval)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``mmcr`` parser; the options of ``pretrain`` and ``eval`` only when ``command`` is one.
+
+    Their options come from the registries, which import torch; ``mmcr --help`` and the
+    other commands stay fast without them.
+    """
     parser = argparse.ArgumentParser(
         prog="mmcr",
         description=DESCRIPTION,
@@ -129,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_pretrain(sub)
-    _add_eval(sub)
+    _add_pretrain(sub, full=command == "pretrain")
+    _add_eval(sub, full=command == "eval")
     for module in SUBCOMMAND_MODULES:
         importlib.import_module(module).register(sub)
     return parser
@@ -143,19 +151,21 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args_list if not a.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(args_list)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
     try:
         result: int = args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except BrokenPipeError:  # output piped into e.g. head, which has closed
+        sys.stderr.close()
+        return 0
+    except (ValueError, OSError) as exc:  # bad input, missing or unreadable files: a sentence
         print(f"mmcr {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # output piped into e.g. head, which has closed
-        sys.stderr.close()
-        return 0
     return result

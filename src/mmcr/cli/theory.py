@@ -13,15 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mmcr.analysis.theory import (
-    marchenko_pastur_ratio,
-    ppe_at_equal_size,
-    ppe_grid,
-    ppe_marchenko_pastur,
-    ppe_small_ratio,
-    ppe_uniform_monte_carlo,
-)
-
 __all__ = ["register", "run_ppe"]
 
 _THEORY_DESCRIPTION = """\
@@ -141,6 +132,14 @@ def register(subparsers: Any) -> None:
 
 
 def _single_cell(args: argparse.Namespace) -> dict[str, Any]:
+    from mmcr.analysis.theory import (
+        marchenko_pastur_ratio,
+        ppe_at_equal_size,
+        ppe_marchenko_pastur,
+        ppe_small_ratio,
+        ppe_uniform_monte_carlo,
+    )
+
     P, D = args.P[0], args.D[0]
     mc = ppe_uniform_monte_carlo(P, D, args.trials, args.seed, args.device, args.confidence)
     ratio = marchenko_pastur_ratio(P, D)
@@ -190,6 +189,8 @@ def run_ppe(args: argparse.Namespace) -> int:
                     f"  closed form at P = D, 1 - 8/(3 pi) = {result['closed_form_equal_size']:.5f}"
                 )
         return 0
+
+    from mmcr.analysis.theory import ppe_grid
 
     grid = ppe_grid(
         args.P, args.D, args.trials, args.seed, args.device, args.confidence, args.progress

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from mmcr import distributed as mdist
-from mmcr.build import Checkpoint, Data, augment_config, load_data, resolve_device
+from mmcr.build import Checkpoint, Data, augment_config, load_data, load_weights, resolve_device
 from mmcr.config import RESUMABLE_FIELDS, PretrainConfig, config_differences
 from mmcr.data import MultiViewAugment
 from mmcr.evaluation.monitor import ValidationMonitor
@@ -230,7 +230,7 @@ def _resume(state: TrainState, ckpt_path: Path, is_main: bool) -> dict[str, floa
             "cannot resume: the checkpoint was trained with a different configuration for "
             + ", ".join(changed)
         )
-    state.network.load_state_dict(checkpoint.model)
+    load_weights(state.network, checkpoint.model, ckpt_path)
     if checkpoint.optimizer is None:
         raise ValueError(f"cannot resume from {ckpt_path}: it holds no optimiser state")
     state.optimizer.load_state_dict(checkpoint.optimizer)
