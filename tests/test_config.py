@@ -34,3 +34,11 @@ def test_bad_hyper_parameters_are_refused_before_any_work() -> None:
         build_config(None, {"optimizer": "adamx"})
     with pytest.raises(ValueError, match="momentum_encoder: objective 'vicreg' takes no momentum branch"):
         build_config(None, {"objective": "vicreg", "momentum_encoder": True})
+
+
+def test_a_preset_for_other_channels_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"preset 'cifar10' normalises 3-channel images.*'digits' has 1"):
+        build_config(None, {"dataset": "digits", "augment": "cifar10"})
+    with pytest.raises(ValueError, match=r"preset 'fashion-mnist' normalises 1-channel.*augment = 'cifar10'"):
+        build_config(None, {"dataset": "cifar10", "augment": "fashion-mnist"})
+    assert build_config(None, {"dataset": "imagefolder"}).augment is None  # its own: imagenet, RGB

@@ -347,7 +347,14 @@ def _validate_names(cfg: PretrainConfig) -> None:
     from mmcr.objectives import build_objective
     from mmcr.optim import OPTIMIZERS, SCHEDULES
 
-    dataset_info(cfg.dataset)
+    info = dataset_info(cfg.dataset)
+    views = preset(cfg.augment or info.augment)
+    if views.mean is not None and len(views.mean) != info.channels:
+        raise ValueError(
+            f"augmentation preset {cfg.augment!r} normalises {len(views.mean)}-channel images, but data "
+            f"set {info.name!r} has {info.channels} channel(s): choose a preset for it, e.g. "
+            f"augment = {info.augment!r} (its own, the default)"
+        )
     if cfg.device != "auto":
         import torch
 
@@ -355,8 +362,6 @@ def _validate_names(cfg: PretrainConfig) -> None:
             torch.device(cfg.device)
         except RuntimeError:
             raise ValueError(f"unknown device {cfg.device!r}; valid: auto, cpu, cuda, cuda:N, mps") from None
-    if cfg.augment is not None:
-        preset(cfg.augment)
     for name, value, valid in (
         ("encoder", cfg.encoder, sorted(ENCODERS)),
         ("optimizer", cfg.optimizer, list(OPTIMIZERS)),

@@ -89,7 +89,7 @@ PRESETS: dict[str, Callable[[], AugmentConfig]] = {
         std=_IMAGENET_STATS[1],
     ),
     # Synthetic smoke-test images (3 channels, 32 px, values spread around 0.5).
-    "synthetic": lambda: AugmentConfig(crop_size=32, mean=(0.5,), std=(0.3,)),
+    "synthetic": lambda: AugmentConfig(crop_size=32, mean=(0.5, 0.5, 0.5), std=(0.3, 0.3, 0.3)),
 }
 
 
