@@ -334,3 +334,18 @@ def _announce(cfg: PretrainConfig, state: TrainState, data: Data) -> None:
         f"{cfg.num_views} views, network {params:.2f}M parameters",
         file=sys.stderr,
     )
+    if cfg.bf16 and state.device.type == "cpu" and not _native_cpu_bf16():
+        print(
+            "note: bf16 autocast on a CPU without native bf16 (no AVX512-BF16 or AMX) is emulated "
+            "and can be ten times slower than float32 here; consider --bf16 false (other numbers)",
+            file=sys.stderr,
+        )
+
+
+def _native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (Linux flags; unknown elsewhere counts as yes)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    return "avx512_bf16" in flags or "amx_bf16" in flags
