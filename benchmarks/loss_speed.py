@@ -10,6 +10,10 @@ approximate in float32).
 
 Inputs mimic training: every sample has a random direction and its K views are that
 direction plus noise, so views of one sample are correlated as after some training.
+A near-collapse row follows the table (not in its geometric mean): every view of every
+sample is one direction plus noise of relative size 3e-6, as with a collapsed projector
+at initialisation. The centroids then have one large singular value and small real
+ones, on which the whole gradient rests; the row reports speed and both gradient errors.
 
     python benchmarks/loss_speed.py --json results/loss_speed.json
 """
@@ -33,6 +37,8 @@ from mmcr import MMCRLoss
 
 CASES = [(32, 40, 128), (256, 2, 128), (256, 8, 128), (512, 2, 512), (2048, 2, 512), (256, 4, 2048)]
 LAMBDAS = [0.0, 0.005]
+NEAR_COLLAPSE = [(256, 2, 128, 3e-6)]
+"""(B, K, D, relative spread) of the near-collapse rows."""
 
 
 def plain_loss(z: torch.Tensor, lmbda: float) -> torch.Tensor:
@@ -50,6 +56,14 @@ def make_views(b: int, k: int, d: int, seed: int) -> torch.Tensor:
     directions = directions / directions.norm(dim=-1, keepdim=True)
     noise = torch.randn(b, k, d, generator=g) / math.sqrt(d)
     return directions + 0.5 * noise
+
+
+def make_near_collapse(b: int, k: int, d: int, spread: float, seed: int) -> torch.Tensor:
+    """Views of one unit direction plus Gaussian noise of relative size ``spread``."""
+    g = torch.Generator().manual_seed(seed)
+    direction = torch.randn(d, generator=g)
+    direction = direction / direction.norm()
+    return direction + spread * torch.randn(b, k, d, generator=g) / math.sqrt(d)
 
 
 def time_pair(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -108,8 +122,15 @@ def main() -> None:
     # the speed-up reported is the median of the rounds' ratios.
     Timed = Callable[[], object]
     setups: list[tuple[dict[str, Any], Timed, Timed, list[tuple[float, float]]]] = []
-    for b, k, d in cases:
-        z = make_views(b, k, d, seed=b * 7 + k * 3 + d)
+    inputs: list[tuple[tuple[int, ...], float | None, torch.Tensor]] = [
+        ((b, k, d), None, make_views(b, k, d, seed=b * 7 + k * 3 + d)) for b, k, d in cases
+    ]
+    if not args.case:
+        inputs += [
+            ((b, k, d), spread, make_near_collapse(b, k, d, spread, seed=b + k + d))
+            for b, k, d, spread in NEAR_COLLAPSE
+        ]
+    for (b, k, d), spread, z in inputs:
         for lmbda in LAMBDAS:
             ours = MMCRLoss(lmbda=lmbda, distributed=False)
             plain = functools.partial(plain_loss, lmbda=lmbda)
@@ -121,6 +142,7 @@ def main() -> None:
                 "K": k,
                 "D": d,
                 "lmbda": lmbda,
+                "spread": spread,
                 "loss_rel_diff": abs(loss_ours - loss_plain) / abs(loss_plain),
                 "grad_rel_diff": float((grad_ours - grad_plain).norm() / grad_plain.norm()),
                 "plain_grad_err_vs_float64": float((grad_plain.double() - grad_f64).norm() / grad_f64.norm()),
@@ -130,32 +152,41 @@ def main() -> None:
             setups.append((row, timed_plain, functools.partial(forward_backward, ours, z), []))
     for round_index in range(args.rounds):
         print(f"round {round_index + 1}/{args.rounds}", flush=True)
-        for _, timed_plain, timed_ours, timings in setups:
-            timings.append(time_pair(timed_plain, timed_ours, args.repeats))
+        for _, plain_fn, ours_fn, timings in setups:
+            timings.append(time_pair(plain_fn, ours_fn, args.repeats))
 
     header = (
         f"{'B':>5} {'K':>3} {'D':>5} {'lmbda':>6} {'plain ms':>9} {'mmcr ms':>8} {'speed-up':>8} "
         f"{'loss rel':>9} {'grad rel':>9} {'plain err':>9} {'mmcr err':>9}"
     )
-    print(header)
-    print("-" * len(header))
     rows: list[dict[str, Any]] = []
+    near_collapse_rows: list[dict[str, Any]] = []
     for row, _, _, timings in setups:
         row["plain_ms"] = statistics.median(t for t, _ in timings) * 1e3
         row["mmcr_ms"] = statistics.median(t for _, t in timings) * 1e3
         row["speedup"] = statistics.median(t_plain / t_ours for t_plain, t_ours in timings)
         row["round_speedups"] = [t_plain / t_ours for t_plain, t_ours in timings]
-        rows.append(row)
+        (rows if row["spread"] is None else near_collapse_rows).append(row)
+
+    def print_row(row: dict[str, Any]) -> None:
         print(
             f"{row['B']:>5} {row['K']:>3} {row['D']:>5} {row['lmbda']:>6} {row['plain_ms']:>9.2f} "
             f"{row['mmcr_ms']:>8.2f} {row['speedup']:>7.2f}x {row['loss_rel_diff']:>9.1e} "
             f"{row['grad_rel_diff']:>9.1e} {row['plain_grad_err_vs_float64']:>9.1e} "
             f"{row['mmcr_grad_err_vs_float64']:>9.1e}"
         )
+
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print_row(row)
     geo = math.exp(sum(math.log(r["speedup"]) for r in rows) / len(rows))
     slowest = min(r["speedup"] for r in rows)
     print("-" * len(header))
     print(f"geometric-mean speed-up {geo:.2f}x over {len(rows)} cases; smallest {slowest:.2f}x")
+    for row in near_collapse_rows:
+        print(f"near collapse, relative spread {row['spread']:.0e}:")
+        print_row(row)
     result = {
         "benchmark": "loss_speed",
         "torch": torch.__version__,
@@ -164,6 +195,7 @@ def main() -> None:
         "repeats": args.repeats,
         "rounds": args.rounds,
         "rows": rows,
+        "near_collapse_rows": near_collapse_rows,
         "geometric_mean_speedup": geo,
         "min_speedup": slowest,
     }

@@ -230,3 +230,38 @@ def test_collapsed_loss_gradient_is_deterministic() -> None:
 def test_subgradient_is_checked() -> None:
     with pytest.raises(ValueError, match="subgradient"):
         nuclear_norm(torch.randn(4, 3), subgradient="ascending")
+
+
+def _low_rank_plus_spread(b: int, d: int, rank: int, spread: float) -> torch.Tensor:
+    """Centroids of ``b`` samples on ``rank`` directions, spread by ``spread``."""
+    g = torch.Generator().manual_seed(3)
+    directions = torch.randn(rank, d, generator=g)
+    z = directions[torch.arange(b) % rank][:, None, :] + spread * torch.randn(b, 2, d, generator=g)
+    return centroids_of(z)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+@pytest.mark.parametrize("spread", [1e-7, 3e-6, 1e-4])
+@pytest.mark.parametrize("b,d", [(256, 128), (64, 256)])
+def test_nearly_collapsed_centroids_are_deflated_exactly(
+    b: int, d: int, spread: float, rank: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A few large singular values over many small real ones: the float32 Gram tier
+    # resolves them by deflating the large subspace, without a float64 SVD.
+    from mmcr.objectives import spectral
+
+    c = _low_rank_plus_spread(b, d, rank, spread)
+    u, s, vh = torch.linalg.svd(c.double(), full_matrices=False)
+    level = spectral.zero_ratio(torch.float32, max(b, d))
+    assert float(s[rank]) < 1e-3 * float(s[rank - 1])  # the spectrum this tier is for
+    ref_value = float(s[s > level * s[0]].sum())
+    values, polar, ok = spectral._gram_tier(c[None], need_polar=True, complete=True)
+    assert bool(ok[0]) and polar is not None
+    assert abs(float(values[0]) - ref_value) <= 1e-6 * ref_value
+    assert rel(polar[0], u @ vh) <= 2e-5
+    # the minimum-norm choice decides ranks: below twice the zero level it defers to the SVD
+    minimum_norm_ok = bool(spectral._gram_tier(c[None], need_polar=True)[2][0])
+    assert minimum_norm_ok == bool(s[-1] > spectral.RANK_BAND * level * s[0])
+    # and the deflation is what resolved it
+    monkeypatch.setattr(spectral, "REFINE_MAX_FRACTION", 0.0)
+    assert not bool(spectral._gram_tier(c[None], need_polar=True, complete=True)[2][0])

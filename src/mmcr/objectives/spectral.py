@@ -191,14 +191,21 @@ def _gram_checks(
     return ok, values64, inv_root_r / np.sqrt(lam_max)
 
 
-def _gram_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def _gram_tier(
+    x: torch.Tensor, need_polar: bool, zero_level: float | None = None, complete: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The first tier: eigenvalues of the Gram matrix in the input's precision.
 
     Returns nuclear norms (N,), polar factors (N, m, n) or None, and an accuracy mask
     (N,) on the CPU. Written with few tensor operations, since for small matrices their
     count, not the eigendecomposition, sets the cost: well-conditioned matrices pass on
     their extreme eigenvalues alone; the others are checked on the host under
-    :func:`_gram_checks`, and those with a few small singular values are refined.
+    :func:`_gram_checks`, those with a few small singular values are refined, and a
+    single matrix with a few large ones over many small ones (nearly collapsed
+    centroids) is deflated (:func:`_deflate_large_subspace`, with ``zero_level`` and
+    ``complete`` as there; ``zero_level`` defaults to :func:`zero_ratio` of ``x``). A batch
+    (the local term's view matrices) skips the deflation: its members would each need
+    their own, and the batched float64 tier costs less.
     """
     gram = _gram(x)
     if need_polar:
@@ -237,7 +244,101 @@ def _gram_tier(x: torch.Tensor, need_polar: bool) -> tuple[torch.Tensor, torch.T
             values[i], polar_i = refined
             polar[i] = polar_i.mT if transpose else polar_i
             ok[i] = True
+    large = lam64.shape[-1] - small
+    if zero_level is None:
+        zero_level = zero_ratio(x.dtype, max(x.shape[-2], x.shape[-1]))
+    if x.shape[0] == 1 and not ok[0] and 0 < large[0] <= REFINE_MAX_FRACTION * lam64.shape[-1]:
+        transpose = x.shape[-2] <= x.shape[-1]
+        deflated = _deflate_large_subspace(
+            x[0].mT if transpose else x[0], lam[0], vecs[0], int(large[0]), zero_level, complete
+        )
+        if deflated is not None:
+            values[0], polar_0 = deflated
+            polar[0] = polar_0.mT if transpose else polar_0
+            ok[0] = True
     return values, polar, torch.from_numpy(ok)
+
+
+def _deflate_large_subspace(
+    x: torch.Tensor, lam: torch.Tensor, vecs: torch.Tensor, num_large: int, zero_level: float, complete: bool
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Nuclear norm and polar factor of one tall ``m x n`` matrix (``m >= n``), or None.
+
+    For a spectrum of ``num_large`` large singular values (at least a tenth of the
+    largest) over many small ones, such as nearly collapsed centroids: one large
+    singular value, and small ones far below the float32 Gram tier's resolution that
+    are real and carry the whole gradient (the large one's direction is radial, and
+    the normalisation of the views removes it).
+
+    ``lam``, ``vecs``: the float32 eigenpairs of ``G = X^T X`` (ascending). The large
+    right singular subspace ``W_L`` starts from the float32 eigenvectors and takes one
+    subspace iteration in float64, ``W_L <- orth(X^T X W_L)``, which divides its error
+    by ``(sigma_S / sigma_L)^2``, then a Rayleigh-Ritz step. The rest,
+    ``X_S = X - (X W_L) W_L^T`` in float64, holds the small singular values (and
+    ``num_large`` zeros along ``W_L``) at its own scale: scaled to unit Frobenius norm,
+    its float32 Gram matrix resolves them with float32's accuracy relative to the
+    largest small one, ``(sigma_S,max / sigma_S)^2 eps`` rather than
+    ``(sigma_max / sigma_S)^2 eps``. The polar factor is
+    ``(X W_L) S_L^-1 W_L^T + X_S W_S S_S^-1 W_S^T``.
+
+    Accepted when the small eigenvalues pass :func:`_gram_checks` at their own scale;
+    the coupling ``E = (X W_L)^T X_S`` left between the parts moves the polar factor by
+    at most ``||E|| / (s_L s_S)`` (first order; RMS below ``GRAD_RTOL / 2``) and the value
+    by ``||E||^2 / (2 lambda_L s_S)`` (second order; below ``VALUE_RTOL / 2``); the
+    float64 rounding of ``X_S``, ``eps64 sqrt(n) ||X||_F``, is below ``GRAD_RTOL / 2`` of
+    the smallest ``s_S``; and, unless ``complete``, that smallest one lies above
+    ``RANK_BAND zero_level sigma_max`` (ranks are decided by the later tiers). With
+    ``complete`` a small singular value below ``zero_level sigma_max`` stays in the polar
+    factor (as the SVD tier keeps its singular vectors) and out of the value.
+    """
+    f64 = torch.float64
+    n = x.shape[-1]
+    x64 = x.to(f64)
+    basis = torch.linalg.qr(x64.mT @ (x64 @ vecs[:, n - num_large :].to(f64))).Q
+    y_large = x64 @ basis
+    mu_large, rotation = torch.linalg.eigh(y_large.mT @ y_large)
+    w_large, y_large = basis @ rotation, y_large @ rotation
+    x_small = x64 - y_large @ w_large.mT
+    coupling = torch.linalg.matrix_norm(y_large.mT @ x_small)
+    scale = torch.linalg.matrix_norm(x_small)
+    value_large = mu_large.clamp_min(0).sqrt().sum()
+    stats = torch.stack((coupling, scale, mu_large.sum(), mu_large[0], mu_large[-1], value_large)).tolist()
+    coupling_f, scale_f, lam_large_sum, lam_l_min, lam_max, value_large_f = stats
+    if not scale_f > 0 or not lam_l_min > 0:
+        return None
+    x_norm_f = math.sqrt(scale_f**2 + lam_large_sum)  # ||X||_F: the two parts are orthogonal
+    small32 = (x_small / scale_f).to(x.dtype)
+    mu, w = torch.linalg.eigh(small32.mT @ small32)
+    # the num_large smallest eigenvalues are the deflated directions (X_S W_L = 0 up to
+    # rounding); the checks below require every other one to stand clear of the noise
+    mu_small = mu[num_large:].to("cpu", f64).numpy()[None]
+    ok_small, value_small, inv_sigma = _gram_checks(mu_small, float(torch.finfo(x.dtype).eps), None)
+    s_small = scale_f * np.sqrt(np.maximum(mu_small[0], 0.0))
+    s_min, s_l_min, sigma_max = float(s_small[0]), math.sqrt(lam_l_min), math.sqrt(lam_max)
+    if not bool(ok_small[0]) or not s_min > 0:
+        return None
+    if complete:
+        value_kept = value_large_f + float(s_small[s_small > zero_level * sigma_max].sum())
+    else:
+        value_kept = value_large_f + scale_f * float(value_small[0])
+    ok = (
+        coupling_f / (s_l_min * s_min) / math.sqrt(n) <= GRAD_RTOL / 2
+        and coupling_f**2 / (2 * lam_l_min * s_min) <= VALUE_RTOL / 2 * value_kept
+        and _EPS64 * math.sqrt(n) * x_norm_f / s_min <= GRAD_RTOL / 2
+        and (complete or s_min > RANK_BAND * zero_level * sigma_max)
+    )
+    if not ok:
+        return None
+    dtype = x.dtype
+    w_small = w[:, num_large:]
+    inv_small = torch.from_numpy(inv_sigma[0]).to(x.device, dtype)
+    polar_small = small32 @ ((w_small * inv_small) @ w_small.mT)
+    # the float32 eigenvectors leave a trace of W_L in W_S: project it out
+    w_large32 = w_large.to(dtype)
+    polar_small = polar_small - (polar_small @ w_large32) @ w_large32.mT
+    polar_large = (y_large / mu_large.sqrt()) @ w_large.mT
+    value = torch.tensor(value_kept, dtype=dtype, device=x.device)
+    return value, polar_large.to(dtype) + polar_small
 
 
 def _refine_small_subspace(
@@ -451,7 +552,7 @@ def _nuclear_norm_impl(
     elif route == "float64" or out_dtype == torch.float64:
         values, polar, ok = _eig_tier(xw.to(torch.float64), need_polar, gram_zero_level, report)
     else:
-        values, polar, ok = _gram_tier(xw, need_polar)
+        values, polar, ok = _gram_tier(xw, need_polar, zero_level, complete)
         if report is not None:
             report["float32_share"] = float(ok.double().mean())
     first_is_f64 = values.dtype == torch.float64
