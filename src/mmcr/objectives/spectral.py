@@ -29,7 +29,11 @@ could not resolve:
    and has the small-eigenvalue subspace refined in float64 (products of the data with
    the float32 eigenvectors, a small float64 ``eigh``, and a first-order correction of
    the coupling between the two subspaces), with its own error estimate: about 1.25x
-   faster than a float32 SVD at 512 x 512, and as accurate.
+   faster than a float32 SVD at 512 x 512, and as accurate. A single matrix that
+   misses them through many small singular values under a few large ones (nearly
+   collapsed centroids, whose small singular values sit far below this tier's
+   resolution but carry the whole gradient) has the large subspace deflated in float64
+   and the remainder resolved at its own scale, again with its own error estimate.
 2. float64 Gram + ``eigh`` for the rest. Singular values below ``zero_ratio`` of the
    largest (one unit in the last place of the input's precision: ``eps32 sigma_max``
    for float32 data, whose own rounding is about half that) are zeros of the input, a
@@ -104,7 +108,8 @@ float32 Gram tier misses its tolerances (singular values below a tenth of the la
 
 REFINE_MAX_FRACTION = 0.25
 """Refinement is tried when at most this fraction of the eigenvalues is small; beyond it
-the float64 tier is cheaper."""
+the float64 tier is cheaper. Deflation, the converse, when at most this fraction is
+large (at least ``REFINE_RATIO * lambda_max``)."""
 
 SUBGRADIENTS = ("minimum_norm", "complete")
 
