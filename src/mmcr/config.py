@@ -81,6 +81,7 @@ class PretrainConfig:
     checkpoint_every: int = 1  # epochs between checkpoints (always one at the end)
     checkpoint_every_steps: int = 0  # also a checkpoint every this many steps (0: off)
     progress: bool = True  # show a progress bar
+    tensorboard: bool = False  # metrics also as TensorBoard scalars in OUT/tensorboard (mmcr[tensorboard])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -142,7 +143,7 @@ def registered_choices() -> dict[str, list[str]]:
 #: Fields that say where a run goes and how it shows itself, not what it computes: two runs
 #: that differ only in these follow the same trajectory. The experiment runner's fingerprint
 #: of a finished run ignores them.
-RUN_LOCAL_FIELDS = frozenset({"out", "progress", "threads", "device", "data_dir"})
+RUN_LOCAL_FIELDS = frozenset({"out", "progress", "threads", "device", "data_dir", "tensorboard"})
 
 #: What a resumed run may change besides the run-local fields: how long it goes and what it
 #: records. (``epochs`` and ``max_steps`` re-span the learning-rate schedule.)

@@ -8,23 +8,28 @@ the layout and the tolerance for a line cut by an interruption are defined once.
 
 Every write is atomic: a temporary file in the same folder, flushed and renamed over the
 target, so a reader never sees half a file and an interruption never corrupts one.
+
+With ``tensorboard = true`` the same records also go to TensorBoard event files under
+``OUT/tensorboard`` (:class:`TensorBoardSink`; the optional extra ``mmcr[tensorboard]``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 
 CHECKPOINT_NAME = "last.pt"
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.json"
+TENSORBOARD_NAME = "tensorboard"
 
 
 def jsonable(value: Any) -> Any:
@@ -125,12 +130,26 @@ def last_records(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return last_step, last_epoch
 
 
-class MetricsLog:
-    """A run's ``metrics.jsonl``, written by rank 0 only; on resume truncated to the resumed step."""
+class MetricsSink(Protocol):
+    """Somewhere else a :class:`MetricsLog` sends each record it writes."""
 
-    def __init__(self, path: Path, enabled: bool, resume_step: int | None) -> None:
+    def write(self, record: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MetricsLog:
+    """A run's ``metrics.jsonl``, written by rank 0 only; on resume truncated to the resumed step.
+
+    Each record also goes to every sink in ``sinks`` (e.g. a :class:`TensorBoardSink`).
+    """
+
+    def __init__(
+        self, path: Path, enabled: bool, resume_step: int | None, sinks: Sequence[MetricsSink] = ()
+    ) -> None:
         self.path = path
         self.enabled = enabled
+        self.sinks = list(sinks) if enabled else []
         if not enabled:
             return
         kept = []
@@ -141,3 +160,68 @@ class MetricsLog:
     def write(self, record: Mapping[str, Any]) -> None:
         if self.enabled:
             append_jsonl(self.path, record)
+            for sink in self.sinks:
+                sink.write(record)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+class ScalarWriter(Protocol):
+    """What :class:`TensorBoardSink` needs of ``torch.utils.tensorboard.SummaryWriter``."""
+
+    def add_scalar(self, tag: str, scalar_value: float, global_step: int) -> object: ...
+
+    def flush(self) -> object: ...
+
+    def close(self) -> object: ...
+
+
+def require_tensorboard() -> None:
+    """Raise ``ValueError`` with the fix if TensorBoard logging cannot work here."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(
+            f"tensorboard = true needs the tensorboard package ({exc}): pip install 'mmcr[tensorboard]' "
+            "(or pip install tensorboard), or set tensorboard = false"
+        ) from None
+
+
+class TensorBoardSink:
+    """The records of ``metrics.jsonl`` as TensorBoard scalars, against their ``step``.
+
+    Every numeric field of a record becomes the scalar ``<kind>/<field>`` (``step/loss``,
+    ``step/ppe``, ``epoch/knn_val_acc``, ...); ``kind`` and ``step`` themselves and
+    non-numeric or null values are left out. As ``metrics.jsonl`` is rewritten, so are the
+    events: a fresh run removes the event files a run before it left in ``logdir``, and a
+    run resumed from step S sets ``purge_step = S + 1``, which hides the events an
+    interrupted run wrote after S. ``writer`` replaces the ``SummaryWriter`` (for tests).
+    """
+
+    def __init__(
+        self, logdir: str | Path, resume_step: int | None = None, writer: ScalarWriter | None = None
+    ) -> None:
+        if writer is None:
+            require_tensorboard()
+            from torch.utils.tensorboard import SummaryWriter
+
+            if resume_step is None:
+                for stale in Path(logdir).glob("events.out.tfevents.*"):
+                    stale.unlink(missing_ok=True)
+            purge = None if resume_step is None else resume_step + 1
+            writer = SummaryWriter(log_dir=str(logdir), purge_step=purge)
+        self.writer = writer
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        kind, step = record.get("kind", "metrics"), int(record.get("step", 0))
+        for key, value in record.items():
+            if key in ("kind", "step") or isinstance(value, bool) or not isinstance(value, numbers.Real):
+                continue
+            if math.isfinite(float(value)):
+                self.writer.add_scalar(f"{kind}/{key}", float(value), step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -30,7 +30,15 @@ from mmcr.config import RESUMABLE_FIELDS, PretrainConfig, config_differences
 from mmcr.data import MultiViewAugment
 from mmcr.evaluation.monitor import ValidationMonitor
 from mmcr.objectives.base import NonFiniteError
-from mmcr.records import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, MetricsLog
+from mmcr.records import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    METRICS_NAME,
+    TENSORBOARD_NAME,
+    MetricsLog,
+    TensorBoardSink,
+    require_tensorboard,
+)
 from mmcr.training.run_folder import claimed
 from mmcr.training.step import TrainState, build_state, local_batches, train_step
 
@@ -66,6 +74,8 @@ def _pretrain(cfg: PretrainConfig, resume: bool, overwrite: bool) -> Path:
             except ValueError as exc:
                 refused = exc
         _refuse_together(refused, distributed)
+        if cfg.tensorboard:
+            require_tensorboard()
         if cfg.batch_size % mdist.world_size() != 0:
             raise ValueError(
                 f"batch_size {cfg.batch_size} must be divisible by the number of processes "
@@ -115,7 +125,9 @@ def _train(
     """The loop: steps, logs, the monitor after each epoch, checkpoints, stopping."""
     cfg, schedule, device = state.cfg, state.schedule, state.device
     ckpt_path = out / CHECKPOINT_NAME
-    log = MetricsLog(out / METRICS_NAME, enabled=is_main, resume_step=state.step if resume else None)
+    resume_step = state.step if resume else None
+    sinks = [TensorBoardSink(out / TENSORBOARD_NAME, resume_step)] if cfg.tensorboard and is_main else []
+    log = MetricsLog(out / METRICS_NAME, enabled=is_main, resume_step=resume_step, sinks=sinks)
     monitor = ValidationMonitor(
         data.memory,
         data.val,
@@ -180,6 +192,7 @@ def _train(
         save("interrupted")
         raise
     finally:
+        log.close()
         if progress is not None:
             progress.close()
 
