@@ -19,7 +19,7 @@ The main job on the default data (Fashion-MNIST, small ConvNet, 2 CPU cores):
 
 
 # Each module defines register(subparsers), adding its subcommands.
-SUBCOMMAND_MODULES = ("mmcr.cli.theory", "mmcr.cli.sweep")
+SUBCOMMAND_MODULES = ("mmcr.cli.theory", "mmcr.cli.sweep", "mmcr.cli.export", "mmcr.cli.embed")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
