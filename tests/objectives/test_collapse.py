@@ -12,7 +12,7 @@ or gradient descent never leaves collapse. The reference is the plain formula,
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -62,6 +62,18 @@ def start(kind: str, b: int = 64, k: int = 2, d: int = 32) -> torch.Tensor:
     return directions[torch.arange(b) % 4][:, None, :].expand(b, k, d).clone()
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for the step loops: their matrices are tiny, and on a shared
+    machine a second thread only waits for a core (100 steps took 20 s instead of 1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def descend(loss_fn: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor) -> tuple[float, float]:
     """Plain gradient descent on free embeddings (SGD, lr 0.5, 100 steps).
 
@@ -78,6 +90,7 @@ def descend(loss_fn: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor) -
 
 
 @pytest.mark.parametrize("kind", ["identical", "spread 1e-6", "rank 4"])
+@pytest.mark.usefixtures("one_thread")
 def test_gradient_descent_leaves_collapse_like_the_svdvals_formula(kind: str) -> None:
     # At least 80 % of the plain formula's progress in loss and effective rank. Not two-sided:
     # from the identical start the fixed completion reaches the bound (-45.25, rank 32)
@@ -91,6 +104,7 @@ def test_gradient_descent_leaves_collapse_like_the_svdvals_formula(kind: str) ->
     assert rank > 16  # of at most 32: the start's rank (1 or 4) is left far behind
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_the_minimum_norm_subgradient_would_keep_exact_collapse_stationary() -> None:
     # why the global term completes its polar factor: with the minimum-norm subgradient
     # the collapsed start does not move (its only direction is radial)
@@ -115,6 +129,7 @@ def _collapsed_network(x: torch.Tensor) -> nn.Module:
 
 
 @pytest.mark.parametrize("objective", ["mmcr", "minimum_norm"])
+@pytest.mark.usefixtures("one_thread")
 def test_a_collapsed_projector_leaves_collapse(objective: str) -> None:
     torch.manual_seed(0)
     x = torch.randn(64, 1, 16) + 0.3 * torch.randn(64, 2, 16)  # 64 samples, 2 views
