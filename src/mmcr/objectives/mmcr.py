@@ -48,7 +48,7 @@ class _ViewsAndCentroids(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        norms = _checked_norms(z)
+        z, norms, ctx.scale = _checked_norms(z)
         views = z / norms
         ctx.save_for_backward(views, norms)
         return views, views.mean(dim=1)
@@ -67,7 +67,8 @@ class _ViewsAndCentroids(torch.autograd.Function):
         # project on the tangent space of the sphere, in place: no further (B, K, D) buffer
         with full_precision(views):
             radial = torch.linalg.vecdot(grad, views).unsqueeze(-1)
-        return grad.addcmul_(views, radial, value=-1.0).div_(norms)
+        grad = grad.addcmul_(views, radial, value=-1.0).div_(norms)
+        return grad if ctx.scale is None else grad.mul_(ctx.scale)
 
 
 class _Centroids(torch.autograd.Function):
@@ -81,7 +82,7 @@ class _Centroids(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor) -> torch.Tensor:
-        norms = _checked_norms(z)
+        z, norms, ctx.scale = _checked_norms(z)
         ctx.save_for_backward(z, norms)
         weights = (norms * z.shape[1]).reciprocal_().mT  # (B, 1, K)
         with full_precision(z):
@@ -96,16 +97,36 @@ class _Centroids(torch.autograd.Function):
             inv_norms = norms.reciprocal()
             radial = (z @ share.mT) * inv_norms.pow(3)  # (B, K, 1)
             grad = z * radial.neg_()
-            return grad.addcmul_(share, inv_norms)
+            grad = grad.addcmul_(share, inv_norms)
+        return grad if ctx.scale is None else grad.mul_(ctx.scale)
 
 
-def _checked_norms(z: torch.Tensor) -> torch.Tensor:
-    """``||z[b, k]||`` (B, K, 1), clamped away from 0; raises if ``z`` is not finite."""
+# Within this band of view norms every quantity of the forward and backward passes (down to
+# ||z||^-3) stays inside float32's normal range; outside it the views are rescaled first.
+_NORM_BAND = (2.0**-30, 2.0**30)
+
+
+def _checked_norms(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(z', ||z'||, scale)``: the views' norms (B, K, 1), clamped away from 0.
+
+    Raises if ``z`` is not finite. The loss is invariant to each view's scale, so views whose
+    norms leave :data:`_NORM_BAND` (huge values whose squares overflow, or tiny ones) are
+    first multiplied by a power of two per view, ``z' = z * scale`` (exact in floating
+    point); ``scale`` is None when no view needed it, and the gradient with respect to
+    ``z`` is the one with respect to ``z'`` times ``scale``.
+    """
     norms = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
-    # a NaN or infinite value makes its view's norm non-finite: one small sum tests all
-    if not bool(torch.isfinite(norms.sum())):
-        check_finite(z)
-    return norms.clamp_min_(1e-12)
+    low, high = torch.stack(torch.aminmax(norms)).tolist()  # one host transfer
+    if math.isfinite(high) and high <= _NORM_BAND[1] and low >= _NORM_BAND[0]:
+        return z, norms.clamp_min_(1e-12), None
+    # rare: views of zeros also come here, and a norm that underflowed to 0 is told apart
+    # from them by the largest entry
+    check_finite(z)  # a NaN or infinite value raises; finite values whose norm overflowed go on
+    _, exponent = torch.frexp(z.abs().amax(dim=-1, keepdim=True))
+    # a view of zeros keeps scale 1; 2^126 bounds the scale of subnormal views (float32's range)
+    scale = torch.ldexp(torch.ones_like(norms), (-exponent).clamp_max_(126))
+    z = z * scale
+    return z, torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(1e-12), scale
 
 
 def centroids_of(z: torch.Tensor) -> torch.Tensor:
@@ -273,17 +294,30 @@ def pretraining_percent_error(z: torch.Tensor) -> torch.Tensor:
 
     Args:
         z: either ``(P, K, D)`` raw multi-view embeddings (each view is L2-normalised and
-            the centroids formed, as in :class:`MMCRLoss`) or a ``(P, D)`` centroid matrix
-            used as given (rows of norm at most 1).
+            the centroids formed, as in :class:`MMCRLoss`) or a ``(P, D)`` floating-point
+            centroid matrix used as given: centroids of unit views, so rows of norm at most 1
+            (checked; the PPE is in [0, 1] only then).
 
     Returns:
         A 0-dim tensor (float32, or float64 for float64 input).
+
+    Raises:
+        ValueError: a ``(P, D)`` matrix that is not floating point, not finite, or has a row
+            of norm above 1 (pass raw views as ``(P, K, D)`` to have them normalised).
     """
     if isinstance(z, torch.Tensor) and z.ndim == 2:
         if z.shape[0] < 2 or z.shape[1] < 1:
             raise ValueError(f"a centroid matrix needs shape (P >= 2, D >= 1), got {tuple(z.shape)}")
+        if not z.is_floating_point():
+            raise ValueError(f"a centroid matrix must be floating point, got dtype {z.dtype}")
         check_finite(z, name="centroids")
         centroids = _to_spectral(z)
+        longest = float(torch.linalg.vector_norm(centroids, dim=1).max())
+        if longest > 1.0 + 1e-4:
+            raise ValueError(
+                f"a centroid matrix must have rows of norm <= 1 (centroids of unit views), got a row "
+                f"of norm {longest:.4g}; pass the raw views as (P, K, D) to have them normalised"
+            )
     else:
         check_views(z, finite=False)  # centroids_of tests finiteness on the norms
         centroids = centroids_of(_to_spectral(z))
