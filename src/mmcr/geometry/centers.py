@@ -93,7 +93,8 @@ def _optimise(x: np.ndarray, start: np.ndarray, max_iter: int) -> np.ndarray:
         grad_a = np.linalg.solve(r, tangent.T).T  # tangent @ inv(R)^T
         return cost, grad_a.ravel()
 
-    result = optimize.minimize(fun, start.ravel(), jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    options = {"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-10}
+    result = optimize.minimize(fun, start.ravel(), jac=True, method="L-BFGS-B", options=options)
     return np.linalg.qr(result.x.reshape(shape))[0]
 
 
@@ -108,7 +109,7 @@ def shared_center_structure(
     max_components: int | None = None,
     restarts: int = 3,
     patience: int = 3,
-    max_iter: int = 200,
+    max_iter: int = 1000,
     seed: int = 0,
 ) -> CenterStructure:
     """Find the low-rank structure shared by the centres ``(P, N)`` (float64).
@@ -130,7 +131,13 @@ def shared_center_structure(
     eigval, eigvec = torch.linalg.eigh(centered @ centered.T)
     keep = eigval > eigval.max().clamp(min=0) * 1e-12 * max(p, 1)
     eigval, eigvec = eigval[keep].flip(0), eigvec[:, keep].flip(1)
-    x = eigvec * eigval.sqrt()  # (P, q)
+    # fix each eigenvector's sign (largest entry positive) so that the random starts, and so
+    # the result, do not depend on the rotation of the data
+    pivot = eigvec.abs().argmax(dim=0)
+    eigvec = eigvec * torch.where(eigvec[pivot, torch.arange(eigvec.shape[1])] < 0, -1.0, 1.0)
+    # the cost is scale-free, the optimiser's steps are not: unit-scale coordinates make the
+    # result independent of a global scale of the data
+    x = eigvec * (eigval / eigval[0]).sqrt() if eigval.numel() else eigvec  # (P, q)
     frame = centered.T @ eigvec / eigval.sqrt()  # (N, q): orthonormal columns, centered = x @ frame.T
     q = x.shape[1]
     before = mean_abs_correlation(x)

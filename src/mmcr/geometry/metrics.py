@@ -116,3 +116,38 @@ def geometry_summary(z: torch.Tensor) -> dict[str, float]:
     if z.shape[1] >= 2:
         out["alignment_pairwise"] = alignment(z, form="pairwise")
     return out
+
+
+@torch.no_grad()
+def wasserstein_uniformity(x: torch.Tensor) -> float:
+    """Fang et al.'s uniformity: the W2 distance from the embeddings' Gaussian fit to the sphere's.
+
+    The uniform distribution on S^{m-1} is close to ``N(0, I/m)`` for large m. With
+    ``N(mu, Sigma)`` the Gaussian fit of the L2-normalised embeddings, the closed form of the
+    2-Wasserstein distance between two Gaussians gives
+
+        W2 = sqrt(||mu||^2 + 1 + tr(Sigma) - (2 / sqrt(m)) tr(Sigma^{1/2}))
+
+    (Fang et al., "Rethinking the Uniformity Metric in Self-Supervised Learning", ICLR 2024;
+    they report ``-W2`` so that larger is better). Here: lower = more uniform; 0 for an
+    isotropic Gaussian fit, sqrt(2) for fully collapsed embeddings.
+
+    Args:
+        x: ``(N, D)`` embeddings, or ``(B, K, D)``, in which case the distance of each view
+            position's ``(B, D)`` set is computed and averaged.
+    """
+    if x.ndim == 3:
+        views = _views(x)
+        return sum(_wasserstein_uniformity(views[:, k]) for k in range(views.shape[1])) / views.shape[1]
+    return _wasserstein_uniformity(_points(x))
+
+
+def _wasserstein_uniformity(points: torch.Tensor) -> float:
+    points = points.double()
+    mean = points.mean(dim=0)
+    centred = points - mean
+    covariance = centred.T @ centred / points.shape[0]
+    root_trace = torch.linalg.eigvalsh(covariance).clamp(min=0).sqrt().sum()
+    m = points.shape[1]
+    squared = mean.square().sum() + 1.0 + covariance.trace() - 2.0 / math.sqrt(m) * root_trace
+    return float(squared.clamp(min=0).sqrt())
