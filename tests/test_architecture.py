@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"mmcr.geometry", "mmcr.analysis"},  # measurements on embeddings, theory and fits
     {"mmcr.evaluation"},  # kNN, probe, embedding, the training-time monitor
     {"mmcr.config", "mmcr.checkpoint", "mmcr.build"},  # assembly: recipe -> objects
-    {"mmcr.training", "mmcr.evaluate", "mmcr.export", "mmcr.embedding"},  # the loop; jobs on checkpoints
+    {"mmcr.training", "mmcr.evaluate", "mmcr.export", "mmcr.embedding", "mmcr.manifolds"},  # jobs
     {"mmcr.experiments"},  # studies of many runs
     {"mmcr.cli"},  # the command line
 ]
