@@ -110,6 +110,8 @@ def test_eval_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert 0.5 < results["linear_probe"]["test_accuracy"] <= 1.0
     assert {"alignment", "uniformity", "effective_rank", "ppe"} <= set(results["geometry"])
     assert {"mi_lower_bound", "mi_reconstruction", "mi_entropy", "mi_kappa"} <= set(results["geometry"])
+    capacity = {f"exemplar_{k}" for k in ("capacity", "radius", "dimension", "center_correlation")}
+    assert capacity <= set(results["geometry"]) and results["geometry"]["exemplar_capacity"] > 0
     report = (out / "eval" / "report.md").read_text()
     assert "kNN test accuracy" in report and (out / "eval" / "training_curves.png").stat().st_size > 0
     # the probe grid and iterations are options of the command
