@@ -62,6 +62,8 @@ class GeometryOptions:
     kappa: float = 0.0
     n_t: int = 100  # Gaussian vectors per manifold
     max_features: int = 512  # wider layers are randomly projected to this many dimensions
+    max_center_components: int = 10  # shared centre directions tried for removal (each an optimisation)
+    restarts: int = 2  # random starts of each of those optimisations
     kinds: tuple[str, ...] = KINDS
     seed: int = 0
     device: str = "cpu"
@@ -205,7 +207,14 @@ def _analyse(reps: dict[str, torch.Tensor], p: int, m: int, options: GeometryOpt
         manifolds = list(x.double().reshape(p, m, -1))
         with warnings.catch_warnings():  # M samples of wide layers: saturated, reported below
             warnings.simplefilter("ignore", UserWarning)
-            result = manifold_capacity(manifolds, options.kappa, options.n_t, options.seed)
+            result = manifold_capacity(
+                manifolds,
+                options.kappa,
+                options.n_t,
+                options.seed,
+                max_center_components=options.max_center_components,
+                restarts=options.restarts,
+            )
         out[name] = {
             **result.to_dict(),
             "features": int(x.shape[1]),

@@ -76,6 +76,13 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--max-features", type=int, default=512, help="randomly project wider layers to this (512)"
     )
+    p.add_argument(
+        "--max-center-components",
+        type=int,
+        default=10,
+        help="most shared centre directions tried for removal before the analysis (10)",
+    )
+    p.add_argument("--restarts", type=int, default=2, help="random starts of each centre optimisation (2)")
     p.add_argument("--seed", type=int, default=0, help="seeds the images, views, projections and vectors (0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (cpu)")
     p.add_argument("--data-dir", help="where the data set lies, if not where it was for training")
@@ -96,6 +103,8 @@ def _run(args: argparse.Namespace) -> int:
             kappa=args.kappa,
             n_t=args.n_t,
             max_features=args.max_features,
+            max_center_components=args.max_center_components,
+            restarts=args.restarts,
             kinds=tuple(args.kinds),
             seed=args.seed,
             device=args.device,

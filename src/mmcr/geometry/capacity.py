@@ -154,14 +154,21 @@ class _Prepared:
 
 
 def _prepare(
-    data: list[torch.Tensor], eps: float, components: int | None, restarts: int, seed: int
+    data: list[torch.Tensor],
+    eps: float,
+    components: int | None,
+    max_components: int | None,
+    restarts: int,
+    seed: int,
 ) -> _Prepared:
     """Steps 1-3 of the procedure: centring, shared-centre removal, the D + 1 frame."""
     origin = torch.cat(data).mean(dim=0)
     centred = [x - origin for x in data]
     centers = torch.stack([x.mean(dim=0) for x in centred])
     scale = max(float(torch.cat(centred).abs().max()), 1e-300)
-    structure = shared_center_structure(centers, components=components, restarts=restarts, seed=seed)
+    structure = shared_center_structure(
+        centers, components=components, max_components=max_components, restarts=restarts, seed=seed
+    )
     basis = structure.basis
     points, norms = [], []
     for i, x in enumerate(centred):
@@ -220,6 +227,7 @@ def manifold_capacity(
     seed: int = 0,
     *,
     center_components: int | None = None,
+    max_center_components: int | None = None,
     restarts: int = 3,
 ) -> ManifoldCapacity:
     """Mean-field capacity, radius, dimension and centre correlation of P manifolds.
@@ -233,6 +241,9 @@ def manifold_capacity(
         seed: seeds the ``T`` draws and the random starts of the centre analysis.
         center_components: how many shared centre directions to remove (None: the number
             that leaves the centres least correlated; 0: none).
+        max_center_components: the most tried when choosing (None: see
+            :func:`~mmcr.geometry.centers.shared_center_structure`); each costs an
+            optimisation, so a cap bounds the time on strongly correlated centres.
         restarts: random starts per K in the centre analysis.
 
     Returns:
@@ -251,7 +262,7 @@ def manifold_capacity(
         raise ValueError(f"n_t (Gaussian vectors per manifold) must be an integer >= 1, got {n_t!r}")
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
-    prep = _prepare(data, eps, center_components, restarts, seed)
+    prep = _prepare(data, eps, center_components, max_center_components, restarts, seed)
     p = len(prep.points)
     sizes = np.asarray([x.shape[0] for x in prep.points])
     ranks = np.asarray([x.shape[1] - 1 for x in prep.points])
