@@ -196,7 +196,15 @@ def test_mean_field_agrees_with_simulation(p: int, m: int, d: int, n: int, radiu
 # ---------------------------------------------------------------- invariances, biases, few manifolds
 
 
-@pytest.mark.parametrize(("kappa", "components"), [(0.0, None), (0.5, None), (0.0, 2), (0.5, 0)])
+@pytest.mark.parametrize(
+    ("kappa", "components"),
+    [
+        pytest.param(0.0, None, marks=pytest.mark.slow),  # the search over K: about 10 s
+        pytest.param(0.5, None, marks=pytest.mark.slow),
+        (0.0, 2),
+        (0.5, 0),
+    ],
+)
 def test_invariant_to_a_global_rotation_and_scale(kappa: float, components: int | None) -> None:
     clouds = random_manifolds(12, 8, 4, 30, 1.2, seed=3)
     shared = np.random.default_rng(10).standard_normal(30)

@@ -131,7 +131,7 @@ def shared_center_structure(
     max_components: int | None = None,
     restarts: int = 3,
     patience: int = 2,
-    max_iter: int = 300,
+    max_iter: int = 1000,
     seed: int = 0,
 ) -> CenterStructure:
     """Find the low-rank structure shared by the centres ``(P, N)`` (float64).
