@@ -19,7 +19,13 @@ The main job on the default data (Fashion-MNIST, small ConvNet, 2 CPU cores):
 
 
 # Each module defines register(subparsers), adding its subcommands.
-SUBCOMMAND_MODULES = ("mmcr.cli.theory", "mmcr.cli.sweep", "mmcr.cli.export", "mmcr.cli.embed")
+SUBCOMMAND_MODULES = (
+    "mmcr.cli.theory",
+    "mmcr.cli.sweep",
+    "mmcr.cli.export",
+    "mmcr.cli.embed",
+    "mmcr.cli.geometry",
+)
 
 
 def _pretrain(args: argparse.Namespace) -> int:
