@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
 from pathlib import Path
 
@@ -13,45 +11,21 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from mmcr.config import build_config
 from mmcr.data import load_dataset
 from mmcr.embedding import embed_images, find_images, read_images
 from mmcr.export import export_encoder, load_encoder
-from mmcr.training import pretrain
-
-TINY = {
-    "dataset": "digits",
-    "encoder_width": 4,
-    "projector_hidden": [16],
-    "projector_dim": 8,
-    "batch_size": 32,
-    "epochs": 1,
-    "max_steps": 2,
-    "log_every": 1,
-    "progress": False,
-    "monitor_size": 64,
-    "threads": 2,
-}
 
 
 def run_cli(argv: list[str]) -> int:
-    """``mmcr ARGV``: through mmcr.cli.main once the subcommand is registered there, else its own parser."""
-    from mmcr import cli
+    """``mmcr ARGV`` through the command line's entry point."""
+    from mmcr.cli import main
 
-    module = f"mmcr.cli.{argv[0]}"
-    if module in cli.SUBCOMMAND_MODULES:
-        return cli.main(argv)
-    parser = argparse.ArgumentParser(prog="mmcr")
-    importlib.import_module(module).register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    result: int = args.func(args)
-    return result
+    return main(argv)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("embed") / "run"
-    return pretrain(build_config(None, {**TINY, "out": str(out)}))
+def checkpoint(tiny_checkpoint: Path) -> Path:
+    return tiny_checkpoint
 
 
 def _write_image(path: Path, seed: int, size: tuple[int, int], mode: str = "RGB") -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -19,43 +18,18 @@ from mmcr.build import Checkpoint, augment_config, build_network, load_network
 from mmcr.config import build_config
 from mmcr.data import plain_view
 from mmcr.export import export_encoder, load_encoder
-from mmcr.training import pretrain
-
-TINY = {
-    "dataset": "digits",
-    "encoder_width": 4,
-    "projector_hidden": [16],
-    "projector_dim": 8,
-    "batch_size": 32,
-    "epochs": 1,
-    "max_steps": 2,
-    "log_every": 1,
-    "progress": False,
-    "monitor_size": 64,
-    "threads": 2,
-}
 
 
 def run_cli(argv: list[str]) -> int:
-    """``mmcr ARGV``: through mmcr.cli.main once the subcommand is registered there, else its own parser."""
-    from mmcr import cli
+    """``mmcr ARGV`` through the command line's entry point."""
+    from mmcr.cli import main
 
-    module = f"mmcr.cli.{argv[0]}"
-    if module in cli.SUBCOMMAND_MODULES:
-        return cli.main(argv)
-    import importlib
-
-    parser = argparse.ArgumentParser(prog="mmcr")
-    importlib.import_module(module).register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    result: int = args.func(args)
-    return result
+    return main(argv)
 
 
 @pytest.fixture(scope="module")
-def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("export") / "run"
-    return pretrain(build_config(None, {**TINY, "out": str(out)}))
+def digits_checkpoint(tiny_checkpoint: Path) -> Path:
+    return tiny_checkpoint
 
 
 # ----------------------------------------------------------------------------- torchvision's layout
