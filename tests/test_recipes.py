@@ -2,7 +2,7 @@
 
 Every ``configs/*.toml`` must build into a :class:`PretrainConfig` (no unknown keys), start
 with a comment block naming what it reproduces, its hardware and its source, and carry the
-reference numbers (REFERENCE.md, "Reference recipes"). A smoke test per recipe runs two
+reference numbers of the papers and the reference code. A smoke test per recipe runs two
 optimiser steps of the recipe's own code path (encoder architecture and stem, objective,
 momentum network, optimiser and schedule, augmentation preset, bf16 / channels-last) on
 synthetic images, shrunk in cost only: a tiny batch, at most 4 views, a narrow projector,

@@ -30,7 +30,7 @@ class _SubgradientNuclearNorm(torch.autograd.Function):
 
 
 def reference_loss(z: torch.Tensor, lmbda: float, subgradient: bool = False) -> torch.Tensor:
-    """The plain formula of REFERENCE.md in float64."""
+    """The plain formula (normalise, centroids, nuclear norms by svdvals) in float64."""
     nuc = _SubgradientNuclearNorm.apply if subgradient else lambda m: torch.linalg.svdvals(m).sum(-1)
     views = z / z.norm(dim=-1, keepdim=True)
     loss = -nuc(views.mean(dim=1))

@@ -31,7 +31,7 @@ _Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
 
 def _cifar(stats: _Stats) -> AugmentConfig:
-    # REFERENCE.md: RRC(32, 0.08-1), flip, jitter(0.4, 0.4, 0.4, 0.1) p 0.8, gray 0.2.
+    # The reference code's CIFAR views: RRC(32, 0.08-1), flip, jitter(0.4, 0.4, 0.4, 0.1) p 0.8, gray 0.2.
     return AugmentConfig(crop_size=32, mean=stats[0], std=stats[1])
 
 
@@ -66,7 +66,7 @@ PRESETS: dict[str, Callable[[], AugmentConfig]] = {
     "cifar": lambda: _cifar(_CIFAR10_STATS),
     "cifar10": lambda: _cifar(_CIFAR10_STATS),
     "cifar100": lambda: _cifar(_CIFAR100_STATS),
-    # STL-10 (REFERENCE.md): 64 px crops of the 96 px images, scale 0.2-1.
+    # STL-10 as the reference code trains it: 64 px crops of the 96 px images, scale 0.2-1.
     "stl10": lambda: AugmentConfig(
         crop_size=64, crop_scale=(0.2, 1.0), mean=_STL10_STATS[0], std=_STL10_STATS[1]
     ),
