@@ -220,6 +220,43 @@ def _coordinates(deviations: torch.Tensor, eps: float) -> torch.Tensor:
     return coords
 
 
+def _per_manifold(
+    points: list[torch.Tensor], n_t: int, kappa: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Capacity, radius and dimension of each manifold from its anchor points; unconverged count.
+
+    The anchor problems of all manifolds and all ``n_t`` Gaussian vectors are solved in
+    chunks of padded batches (a manifold's points repeated up to the largest M).
+    """
+    p = len(points)
+    m_max = max(x.shape[0] for x in points)
+    d_max = max(x.shape[1] for x in points)
+    generator = torch.Generator().manual_seed(seed)
+    t_all = torch.randn(p, n_t, d_max, generator=generator, dtype=torch.float64)
+    capacities, radii, dimensions = np.empty(p), np.empty(p), np.empty(p)
+    unconverged = 0
+    per_chunk = max(1, 4_000_000 // (n_t * m_max))
+    for start in range(0, p, per_chunk):
+        idx = range(start, min(p, start + per_chunk))
+        padded = torch.zeros(len(idx), m_max, d_max, dtype=torch.float64)
+        t = torch.zeros(len(idx), n_t, d_max, dtype=torch.float64)
+        for row, i in enumerate(idx):
+            s = points[i]
+            padded[row, :, : s.shape[1]] = s[torch.arange(m_max) % s.shape[0]]  # repeat points to pad
+            t[row, :, : s.shape[1]] = t_all[i, :, : s.shape[1]]
+        solution = anchor_points(padded, t, kappa)
+        unconverged += solution.unconverged
+        mean_field = solution.field.mean(dim=1)
+        intrinsic = solution.anchors[..., 1:] / solution.anchors[..., :1]  # s~, per unit centre coordinate
+        norm = intrinsic.norm(dim=-1)
+        unit = intrinsic / norm.clamp(min=1e-300)[..., None]
+        for row, i in enumerate(idx):
+            capacities[i] = 1.0 / float(mean_field[row]) if float(mean_field[row]) > 0 else math.inf
+            radii[i] = math.sqrt(float(norm[row].square().mean()))
+            dimensions[i] = float((t[row, :, 1:] * unit[row]).sum(-1).square().mean())
+    return capacities, radii, dimensions, unconverged
+
+
 def manifold_capacity(
     manifolds: ManifoldsLike,
     kappa: float = 0.0,
@@ -266,31 +303,7 @@ def manifold_capacity(
     p = len(prep.points)
     sizes = np.asarray([x.shape[0] for x in prep.points])
     ranks = np.asarray([x.shape[1] - 1 for x in prep.points])
-    m_max, d_max = int(sizes.max()), int(ranks.max()) + 1
-    generator = torch.Generator().manual_seed(seed)
-    t_all = torch.randn(p, n_t, d_max, generator=generator, dtype=torch.float64)
-
-    capacities, radii, dimensions = np.empty(p), np.empty(p), np.empty(p)
-    unconverged = 0
-    per_chunk = max(1, 4_000_000 // (n_t * m_max))
-    for start in range(0, p, per_chunk):
-        idx = range(start, min(p, start + per_chunk))
-        padded = torch.zeros(len(idx), m_max, d_max, dtype=torch.float64)
-        t = torch.zeros(len(idx), n_t, d_max, dtype=torch.float64)
-        for row, i in enumerate(idx):
-            s = prep.points[i]
-            padded[row, :, : s.shape[1]] = s[torch.arange(m_max) % s.shape[0]]  # repeat points to pad
-            t[row, :, : s.shape[1]] = t_all[i, :, : s.shape[1]]
-        solution = anchor_points(padded, t, kappa)
-        unconverged += solution.unconverged
-        mean_field = solution.field.mean(dim=1)
-        intrinsic = solution.anchors[..., 1:] / solution.anchors[..., :1]  # s~, per unit centre coordinate
-        norm = intrinsic.norm(dim=-1)
-        unit = intrinsic / norm.clamp(min=1e-300)[..., None]
-        for row, i in enumerate(idx):
-            capacities[i] = 1.0 / float(mean_field[row]) if float(mean_field[row]) > 0 else math.inf
-            radii[i] = math.sqrt(float(norm[row].square().mean()))
-            dimensions[i] = float((t[row, :, 1:] * unit[row]).sum(-1).square().mean())
+    capacities, radii, dimensions, unconverged = _per_manifold(prep.points, n_t, kappa, seed)
     if unconverged:
         warnings.warn(
             f"{unconverged} of {p * n_t} anchor problems did not pass the KKT check; "
