@@ -175,15 +175,18 @@ class Checkpoint:
         return build_config(None, dict(self.config), source="the checkpoint's configuration")
 
 
-def load_weights(network: nn.Module, state: dict[str, Any], source: str | Path) -> None:
+def load_weights(
+    network: nn.Module,
+    state: dict[str, Any],
+    source: str | Path,
+    target: str = "the network its configuration builds",
+) -> None:
     """Load ``state`` into ``network``; ``ValueError`` naming the keys if they do not fit."""
     try:
         network.load_state_dict(state)
     except RuntimeError as exc:
         detail = str(exc).split("\n", 1)[-1].strip()
-        raise ValueError(
-            f"the weights in {source} do not fit the network its configuration builds: {detail}"
-        ) from None
+        raise ValueError(f"the weights in {source} do not fit {target}: {detail}") from None
 
 
 def load_network(path: str | Path, device: str | torch.device = "cpu") -> tuple[MMCRNetwork, Checkpoint]:

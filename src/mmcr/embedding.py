@@ -32,6 +32,7 @@ import torch
 from mmcr.build import resolve_device
 from mmcr.data.readers.imagefolder import _IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
 from mmcr.data.readers.imagefolder import _SPLIT_FOLDER_NAMES as SPLIT_FOLDER_NAMES
+from mmcr.data.readers.imagefolder import read_image
 from mmcr.export import PretrainedEncoder, load_encoder
 from mmcr.records import write_atomic, write_json, write_text
 
@@ -106,28 +107,9 @@ def find_images(root: str | Path) -> ImageFiles:
     return ImageFiles(root, files, labels, names)
 
 
-def read_image(path: Path, channels: int, size: int) -> np.ndarray:
-    """uint8 ``(channels, size, size)``: the file's centre square, resized (bilinear)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            converted = img.convert("RGB" if channels == 3 else "L")
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
-    width, height = converted.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    square = converted.crop((left, top, left + side, top + side))
-    if side != size:
-        square = square.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
-    pixels = np.asarray(square, dtype=np.uint8)
-    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-
-
 def read_images(paths: list[Path], channels: int, size: int) -> torch.Tensor:
     """uint8 ``(len(paths), channels, size, size)``."""
-    return torch.from_numpy(np.stack([read_image(p, channels, size) for p in paths]))
+    return torch.from_numpy(np.stack([read_image(p, size, channels) for p in paths]))
 
 
 @torch.no_grad()

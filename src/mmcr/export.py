@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmcr.build import Checkpoint, augment_config, load_network
+from mmcr.build import Checkpoint, augment_config, load_network, load_weights
 from mmcr.data import AugmentConfig, dataset_info, plain_view
 from mmcr.data.readers.imagefolder import _DEFAULT_SIZE as IMAGEFOLDER_SIZE
 from mmcr.models import ResNet, build_encoder
@@ -260,13 +260,7 @@ def _load_export(weights: Path) -> PretrainedEncoder:
     state = load_file(str(weights))
     if info.get("key_names") == "torchvision":
         state = from_torchvision_names(state)
-    try:
-        backbone.load_state_dict(state)
-    except RuntimeError as exc:
-        detail = str(exc).split("\n", 1)[-1].strip()
-        raise ValueError(
-            f"the weights in {weights} do not fit the encoder its sidecar describes: {detail}"
-        ) from None
+    load_weights(backbone, state, weights, target="the encoder its sidecar describes")
     return PretrainedEncoder(backbone, _view_of(info), info, projector=None)
 
 

@@ -36,22 +36,24 @@ def _subdirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _load_image(path: Path, size: int) -> np.ndarray:
-    """uint8 ``(3, size, size)``: the file's centre square, resized."""
+def read_image(path: Path, size: int, channels: int = 3) -> np.ndarray:
+    """uint8 ``(channels, size, size)``: the file's centre square, resized (bilinear);
+    ``channels`` 3 reads RGB, 1 grayscale."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            rgb = img.convert("RGB")
+            converted = img.convert("RGB" if channels == 3 else "L")
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
-    width, height = rgb.size
+    width, height = converted.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
-    square = rgb.crop((left, top, left + side, top + side))
+    square = converted.crop((left, top, left + side, top + side))
     if side != size:
         square = square.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
-    return np.asarray(square, dtype=np.uint8).transpose(2, 0, 1)
+    pixels = np.asarray(square, dtype=np.uint8)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
 def _class_folders(root: Path, split: str) -> tuple[Path, list[str]]:
@@ -126,7 +128,7 @@ def load_imagefolder(request: DatasetRequest) -> ImageDataset:
         raise FileNotFoundError(
             f"no images ({', '.join(sorted(_IMAGE_EXTENSIONS))}) under {class_root}/<class>/"
         )
-    images = np.stack([_load_image(p, side) for p in files])
+    images = np.stack([read_image(p, side) for p in files])
     return ImageDataset(
         images=torch.from_numpy(images),
         labels=torch.tensor(labels, dtype=torch.int64),
