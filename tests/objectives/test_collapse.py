@@ -24,23 +24,13 @@ from mmcr.geometry.metrics import effective_rank
 from mmcr.objectives.mmcr import centroids_of
 from mmcr.objectives.spectral import nuclear_norm
 
+from .test_mmcr import grads, rel
+
 
 def plain_loss(z: torch.Tensor) -> torch.Tensor:
     """The plain formula with lmbda = 0, in the precision of ``z``."""
     views = z / z.norm(dim=-1, keepdim=True)
     return -torch.linalg.svdvals(views.mean(dim=1)).sum()
-
-
-def grads(fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x = z.clone().requires_grad_(True)
-    value = fn(x)
-    value.backward()
-    assert x.grad is not None
-    return value.detach(), x.grad
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
 
 
 def nearly_collapsed(b: int, k: int, d: int, spread: float, seed: int = 1) -> torch.Tensor:
