@@ -30,9 +30,7 @@ import numpy as np
 import torch
 
 from mmcr.build import resolve_device
-from mmcr.data.readers.imagefolder import _IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
-from mmcr.data.readers.imagefolder import _SPLIT_FOLDER_NAMES as SPLIT_FOLDER_NAMES
-from mmcr.data.readers.imagefolder import read_image
+from mmcr.data.readers.imagefolder import IMAGE_EXTENSIONS, SPLIT_FOLDER_NAMES, read_image
 from mmcr.export import PretrainedEncoder, load_encoder
 from mmcr.records import write_atomic, write_json, write_text
 

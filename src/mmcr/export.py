@@ -43,7 +43,7 @@ from torch import nn
 
 from mmcr.build import Checkpoint, augment_config, load_network, load_weights
 from mmcr.data import AugmentConfig, dataset_info, plain_view
-from mmcr.data.readers.imagefolder import _DEFAULT_SIZE as IMAGEFOLDER_SIZE
+from mmcr.data.readers.imagefolder import DEFAULT_SIZE as IMAGEFOLDER_SIZE
 from mmcr.models import ResNet, build_encoder
 from mmcr.records import write_atomic, write_json
 

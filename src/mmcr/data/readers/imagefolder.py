@@ -15,21 +15,28 @@ import torch
 from mmcr.data.dataset import ImageDataset
 from mmcr.data.registry import DatasetInfo, DatasetRequest
 
-__all__ = ["IMAGEFOLDER", "load_imagefolder"]
+__all__ = [
+    "DEFAULT_SIZE",
+    "IMAGEFOLDER",
+    "IMAGE_EXTENSIONS",
+    "SPLIT_FOLDER_NAMES",
+    "load_imagefolder",
+    "read_image",
+]
 
-_DEFAULT_SIZE = 64
+DEFAULT_SIZE = 64
 
-_IMAGE_EXTENSIONS = frozenset(
+IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
 )
 # Folder names that mark the "root/<split>/<class>" layout of an image folder.
-_SPLIT_FOLDER_NAMES = frozenset(
+SPLIT_FOLDER_NAMES = frozenset(
     {"train", "val", "valid", "validation", "test", "unlabeled", "unlabelled"}
 )
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in _IMAGE_EXTENSIONS
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _subdirs(path: Path) -> list[Path]:
@@ -65,7 +72,7 @@ def _class_folders(root: Path, split: str) -> tuple[Path, list[str]]:
         # missing from one split does not shift the labels of the others.
         split_dirs = [d for d in subdirs if _subdirs(d)]
         return split_dir, sorted({c.name for d in split_dirs for c in _subdirs(d)})
-    split_like = [d.name for d in subdirs if d.name.lower() in _SPLIT_FOLDER_NAMES]
+    split_like = [d.name for d in subdirs if d.name.lower() in SPLIT_FOLDER_NAMES]
     if split_like:
         raise ValueError(
             f"image folder {root} has split folders {split_like} but no {split!r} folder; "
@@ -112,7 +119,7 @@ def load_imagefolder(request: DatasetRequest) -> ImageDataset:
             "root/<split>/<class>/*.png|jpg"
         )
     root, split = Path(request.data_dir), request.split
-    side = request.image_size or _DEFAULT_SIZE
+    side = request.image_size or DEFAULT_SIZE
     if not root.is_dir():
         raise FileNotFoundError(
             f"image folder root {root} does not exist; expected a tree "
@@ -126,7 +133,7 @@ def load_imagefolder(request: DatasetRequest) -> ImageDataset:
     files, labels = _image_files(root, class_root, class_names, split)
     if not files:
         raise FileNotFoundError(
-            f"no images ({', '.join(sorted(_IMAGE_EXTENSIONS))}) under {class_root}/<class>/"
+            f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {class_root}/<class>/"
         )
     images = np.stack([read_image(p, side) for p in files])
     return ImageDataset(
