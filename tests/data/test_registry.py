@@ -142,6 +142,8 @@ def test_register_rejects_bad_entries() -> None:
         register_dataset(replace(toy_info(), loader=None))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="DatasetInfo"):
         register_dataset("toy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="2 class names"):
+        register_dataset(replace(toy_info(), num_classes=3, class_names=("a", "b")))
 
 
 def test_registry_view_is_read_only() -> None:
@@ -179,6 +181,19 @@ def test_builtin_entries_aliases_and_presets() -> None:
     ]:
         assert dataset_info(alias).name == name
     assert normalise_name(" CIFAR_10 ") == "cifar-10"
+
+
+def test_class_names_known_before_reading() -> None:
+    # fixed names are in the entry; the others come from the files (the loaded split's classes)
+    assert DATASETS["fashion-mnist"].class_names == (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    )
+    assert DATASETS["digits"].class_names == tuple("0123456789")
+    for name in ("cifar10", "cifar100", "stl10", "imagefolder"):
+        assert DATASETS[name].class_names is None, name
+    for name in ("digits", "synthetic"):
+        assert list(DATASETS[name].class_names or ()) == load_dataset(name, "test").classes
 
 
 def test_unknown_name_error_lists_the_registry() -> None:

@@ -53,6 +53,10 @@ class DatasetInfo:
         aliases: other spellings accepted for ``name`` (normalised like it).
         augment: the name of the data set's default augmentation preset.
         loader: the :data:`Loader` that reads a split, given a :class:`DatasetRequest`.
+        class_names: the class names indexed by label, where they are known before any file
+            is read (``None`` where the reader takes them from the files: CIFAR's and
+            STL-10's metadata, an image folder's sub-folders; the loaded split's
+            ``ImageDataset.classes`` holds them then).
     """
 
     name: str
@@ -65,6 +69,7 @@ class DatasetInfo:
     aliases: tuple[str, ...] = field(default=(), kw_only=True)
     augment: str = field(kw_only=True)
     loader: Loader = field(kw_only=True, repr=False)
+    class_names: tuple[str, ...] | None = field(default=None, kw_only=True, repr=False)
 
     def accepts_split(self, split: str) -> bool:
         """Whether ``split`` is one of :attr:`splits` (any name, if one is a placeholder)."""
@@ -137,7 +142,8 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
 
     Raises:
         ValueError: ``info`` is not a :class:`DatasetInfo`, its name is not normalised,
-            its loader is not callable, or its name or an alias is already registered.
+            its loader is not callable, its class names do not number ``num_classes``, or its
+            name or an alias is already registered.
     """
     if not isinstance(info, DatasetInfo):
         raise ValueError(f"register_dataset expects a DatasetInfo, got {type(info).__name__}")
@@ -148,6 +154,11 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
         )
     if not callable(info.loader):
         raise ValueError(f"data set {info.name!r} needs a callable loader, got {info.loader!r}")
+    names = info.class_names
+    if names is not None and info.num_classes is not None and len(names) != info.num_classes:
+        raise ValueError(
+            f"data set {info.name!r} has {info.num_classes} classes but {len(names)} class names"
+        )
     keys = [info.name] + [normalise_name(a) for a in info.aliases]
     for key in keys:
         if keys.count(key) > 1:

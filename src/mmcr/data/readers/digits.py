@@ -47,4 +47,5 @@ DIGITS = DatasetInfo(
     "scikit-learn load_digits (1797 8x8 digits)",
     augment="digits",
     loader=load_digits,
+    class_names=tuple(str(d) for d in range(10)),
 )

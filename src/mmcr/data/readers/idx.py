@@ -173,4 +173,5 @@ FASHION_MNIST = DatasetInfo(
     aliases=("fashionmnist", "fmnist"),
     augment="fashion-mnist",
     loader=load_fashion_mnist,
+    class_names=tuple(_FASHION_MNIST_CLASSES),
 )

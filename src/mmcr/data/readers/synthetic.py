@@ -101,4 +101,5 @@ SYNTHETIC = DatasetInfo(
     "random class-structured uint8 images",
     augment="synthetic",
     loader=load_synthetic,
+    class_names=tuple(f"class_{c}" for c in range(_NUM_CLASSES)),
 )
