@@ -32,6 +32,8 @@ class ImageDataset:
         num_classes: number of classes of the data set (not only those present here).
         name: the data set's name, e.g. ``"cifar10"``.
         classes: class names indexed by label, or ``None`` where unknown.
+        sources: the files (or folder) the split was read from, for the run's log; empty
+            for generated or bundled data.
     """
 
     images: torch.Tensor
@@ -39,6 +41,7 @@ class ImageDataset:
     num_classes: int
     name: str
     classes: list[str] | None = None
+    sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -83,6 +86,7 @@ class ImageDataset:
             num_classes=self.num_classes,
             name=self.name,
             classes=None if self.classes is None else list(self.classes),
+            sources=self.sources,
         )
 
 

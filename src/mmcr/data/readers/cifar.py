@@ -148,6 +148,7 @@ def load_cifar(request: DatasetRequest) -> ImageDataset:
             num_classes=num_classes,
             name=info.name,
             classes=classes,
+            sources=tuple(str(directory / f) for f in files),
         )
     raise FileNotFoundError(
         f"{info.name} {split} split not found: looked for {', '.join(files)} in "

@@ -155,6 +155,7 @@ def load_fashion_mnist(request: DatasetRequest) -> ImageDataset:
             num_classes=10,
             name=request.info.name,
             classes=list(_FASHION_MNIST_CLASSES),
+            sources=(str(image_path), str(label_path)),
         )
     raise FileNotFoundError(
         f"Fashion-MNIST {request.split} split not found: looked for {image_stem}(.gz) and "

@@ -81,6 +81,7 @@ def load_stl10(request: DatasetRequest) -> ImageDataset:
             num_classes=10,
             name=request.info.name,
             classes=classes,
+            sources=tuple(str(directory / f) for f in needed),
         )
     raise FileNotFoundError(
         f"STL-10 {request.split} split not found: looked for {', '.join(needed)} in "
