@@ -210,3 +210,13 @@ def test_cli_help_teaches_and_bad_sizes_raise(capsys: pytest.CaptureFixture[str]
         args.func(args)
     bare = parser.parse_args(["theory"])
     assert bare.func(bare) == 0
+
+
+def test_a_trial_too_large_for_memory_is_refused_before_allocating(monkeypatch):
+    import mmcr.analysis.theory as theory
+
+    monkeypatch.setattr(theory, "_available_bytes", lambda device: 1 << 20)  # 1 MiB
+    with pytest.raises(ValueError, match=r"P = 256, D = 4096: one Monte-Carlo trial needs .* GiB"):
+        theory.ppe_uniform_monte_carlo(256, 4096, trials=2)
+    # A size that fits still runs under the same budget.
+    assert 0.0 < theory.ppe_uniform_monte_carlo(8, 8, trials=2)["mean"] < 1.0

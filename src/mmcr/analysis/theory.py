@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,36 @@ def _check_size(name: str, value: object) -> int:
     if value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value}.")
     return int(value)
+
+
+def _available_bytes(device: torch.device) -> int | None:
+    """Memory one Monte-Carlo trial may use on ``device``: free GPU memory, or the host's RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (AttributeError, ValueError, OSError):
+            return None
+    return None
+
+
+def _check_memory(P: int, D: int, device: torch.device) -> None:
+    """Refuse a (P, D) whose single trial cannot fit in memory, before allocating it.
+
+    One trial holds the P x D Gaussian draw and its normalised copy in float64, and the
+    min(P, D)^2 Gram matrix: ``8 (2 P D + min(P, D)^2)`` bytes.
+    """
+    need = 8 * (2 * P * D + min(P, D) ** 2)
+    have = _available_bytes(device)
+    if have is not None and need > have:
+        raise ValueError(
+            f"P = {P}, D = {D}: one Monte-Carlo trial needs {need / 2**30:.1f} GiB (two "
+            f"{P} x {D} float64 matrices and a {min(P, D)}-square Gram), more than the "
+            f"{have / 2**30:.1f} GiB {'free on ' + str(device) if device.type == 'cuda' else 'of RAM'}; "
+            "use smaller sizes (only the ratio min(P, D) / max(P, D) matters at large sizes) or "
+            "the Marchenko-Pastur limit (mmcr.analysis.theory.ppe_marchenko_pastur), which needs no sampling"
+        )
 
 
 def _check_positive(name: str, value: object) -> float:
@@ -243,6 +274,7 @@ def ppe_uniform_monte_carlo(
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1); got {confidence}.")
     torch_device = torch.device(device)
+    _check_memory(P, D, torch_device)
     generator = torch.Generator(device=torch_device)
     generator.manual_seed(_cell_seed(int(seed), P, D))
     nuclear = _nuclear_norms_of_uniform_centroids(P, D, trials, generator, torch_device)
