@@ -30,3 +30,9 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``last.pt`` of a tiny digits run (one per test module)."""
     out = tmp_path_factory.mktemp("tiny") / "run"
     return pretrain(build_config(None, {**TINY_RUN, "out": str(out)}))
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """File indices and decoded caches go to a temporary folder, never the user's cache."""
+    monkeypatch.setenv("MMCR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "mmcr-cache"))

@@ -13,10 +13,12 @@ recipe means the same network, the same views and the same objective everywhere.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +26,17 @@ from mmcr import distributed as mdist
 from mmcr.checkpoint import load_checkpoint, save_checkpoint
 from mmcr.config import PretrainConfig, build_config
 from mmcr.data import AugmentConfig, ImageDataset, dataset_info, load_dataset, preset, train_val_split
+from mmcr.data.readers.imagefolder import DEFAULT_SIZE
+from mmcr.data.stream import (
+    STREAMING_DATASETS,
+    FileIndex,
+    LoaderOptions,
+    SquareDataset,
+    StreamedSplit,
+    concat_indices,
+    folder_index,
+    make_loader,
+)
 from mmcr.models import MMCRNetwork, build_encoder, build_projector
 from mmcr.objectives import Objective, build_objective
 from mmcr.optim import build_optimizer, scale_lr
@@ -46,13 +59,20 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Data:
-    """The pretraining images and the labelled validation split used for monitoring."""
+    """The pretraining images and the labelled validation split used for monitoring.
+
+    On the streaming path (``stream`` set) the pretraining images are read from their
+    files by DataLoader workers: ``train`` then holds their labels and no pixels (images
+    of shape ``(N, C, 0, 0)``), and ``memory`` and ``val`` hold at most ``monitor_size``
+    images each, decoded at the crop size, for the monitor.
+    """
 
     train: ImageDataset  # pretraining images (labels may be -1)
     memory: ImageDataset  # labelled training images: the kNN monitor's memory bank
     val: ImageDataset  # held-out labelled images (model selection only)
     channels: int
     num_classes: int
+    stream: StreamedSplit | None = None  # the streaming path: the pretraining images, read from files
 
 
 def _load(cfg: PretrainConfig, split: str) -> ImageDataset:
@@ -61,15 +81,109 @@ def _load(cfg: PretrainConfig, split: str) -> ImageDataset:
     )
 
 
+def _train_splits(cfg: PretrainConfig) -> list[str]:
+    splits = cfg.train_split.split("+")
+    if splits[0] != "train" or "train" in splits[1:]:
+        raise ValueError(f"train_split must be 'train' or 'train+<other>', got {cfg.train_split!r}")
+    return splits
+
+
+def loader_options(cfg: PretrainConfig) -> LoaderOptions:
+    """The recipe's DataLoader settings (streaming path)."""
+    return LoaderOptions(cfg.num_workers, cfg.prefetch_factor, cfg.pin_memory, cfg.skip_bad_images)
+
+
+def choose_loader(cfg: PretrainConfig) -> str:
+    """The path the recipe's data takes: ``memory``, ``stream`` or ``cache``.
+
+    ``loader = "auto"`` streams an image folder whose training images, decoded at
+    ``image_size`` (default 64), would take more than ``memory_budget_gb``, and reads
+    everything else into memory; the other values force a path.
+    """
+    if cfg.loader != "auto":
+        return cfg.loader
+    info = dataset_info(cfg.dataset)
+    if info.name not in STREAMING_DATASETS or cfg.data_dir is None:
+        return "memory"
+    n = sum(len(_index(cfg, split)) for split in _train_splits(cfg))
+    side = cfg.image_size or DEFAULT_SIZE
+    return "stream" if n * info.channels * side * side > cfg.memory_budget_gb * 1e9 else "memory"
+
+
+def _index(cfg: PretrainConfig, split: str) -> FileIndex:
+    if cfg.data_dir is None:
+        raise ValueError(
+            f"data set {cfg.dataset!r} needs data_dir (--data-dir), the root of a tree "
+            "root/<split>/<class>/*.jpg"
+        )
+    return folder_index(cfg.data_dir, split, cache_dir=cfg.cache_dir, skip_bad=cfg.skip_bad_images)
+
+
+def _report_empty(index: FileIndex) -> None:
+    if index.empty and mdist.rank() == 0:
+        print(
+            f"skipped {len(index.empty)} empty image files under {index.root} (skip_bad_images), "
+            f"e.g. {index.empty[0]}",
+            file=sys.stderr,
+        )
+
+
+def read_streamed(
+    split: StreamedSplit, size: int, options: LoaderOptions, name: str, batch: int = 256
+) -> ImageDataset:
+    """Decode the centre squares of ``split`` at ``size`` pixels with DataLoader workers, into memory."""
+    index = split.index
+    dataset = SquareDataset(split, size, options.skip_bad)
+    batches = [list(range(s, min(s + batch, len(split)))) for s in range(0, len(split), batch)]
+    parts = [images for images, _, _ in make_loader(dataset, batches, options)]
+    channels = split.channels
+    images = torch.cat(parts) if parts else torch.empty((0, channels, size, size), dtype=torch.uint8)
+    return ImageDataset(images, split.labels, len(index.classes), name, list(index.classes))
+
+
+def _load_streamed(cfg: PretrainConfig) -> Data:
+    """The streaming path: file indices for training, small decoded samples for the monitor."""
+    info = dataset_info(cfg.dataset)
+    indices = [_index(cfg, split) for split in _train_splits(cfg)]
+    for index in indices:
+        _report_empty(index)
+    combined = concat_indices(indices)
+    labelled = StreamedSplit(combined, np.arange(len(indices[0]), dtype=np.int64), info.channels)
+    train_idx, val_idx = train_val_split(labelled.labels, cfg.val_fraction, cfg.seed)
+    extra = np.arange(len(indices[0]), len(combined), dtype=np.int64)
+    train = StreamedSplit(combined, np.concatenate([train_idx.numpy(), extra]), info.channels)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    bank = train_idx[torch.randperm(len(train_idx), generator=generator)[: cfg.monitor_size]]
+    held = val_idx[torch.randperm(len(val_idx), generator=generator)[: cfg.monitor_size]]
+    size, options = augment_config(cfg).crop_size, loader_options(cfg)
+    name = info.name
+    return Data(
+        train=ImageDataset(
+            torch.empty((len(train), info.channels, 0, 0), dtype=torch.uint8),
+            train.labels,
+            len(combined.classes),
+            name,
+            list(combined.classes),
+        ),
+        memory=read_streamed(labelled.subset(bank.sort().values), size, options, name),
+        val=read_streamed(labelled.subset(held.sort().values), size, options, name),
+        channels=info.channels,
+        num_classes=len(combined.classes),
+        stream=train,
+    )
+
+
 def load_data(cfg: PretrainConfig) -> Data:
     """Load the training split and hold out a stratified validation split (fixed seed).
 
     ``train_split = "train+<other>"`` (STL-10's unlabelled images) adds the other splits
-    to the pretraining images, never to the kNN memory or the validation split.
+    to the pretraining images, never to the kNN memory or the validation split. The path
+    is :func:`choose_loader`'s.
     """
-    splits = cfg.train_split.split("+")
-    if splits[0] != "train" or "train" in splits[1:]:
-        raise ValueError(f"train_split must be 'train' or 'train+<other>', got {cfg.train_split!r}")
+    splits = _train_splits(cfg)
+    path = choose_loader(cfg)
+    if path == "stream":
+        return _load_streamed(cfg)
     labelled = _load(cfg, "train")
     extra = [_load(cfg, s) for s in splits[1:]]
     train_idx, val_idx = train_val_split(labelled.labels, cfg.val_fraction, cfg.seed)
@@ -93,7 +207,17 @@ def load_data(cfg: PretrainConfig) -> Data:
 
 
 def load_test(cfg: PretrainConfig) -> ImageDataset:
-    """The data set's test split, read as the training split was (same folder and image size)."""
+    """The data set's test split, read as the training split was (same folder and image size).
+
+    On the streaming path the test images are decoded by DataLoader workers at the crop
+    size (the size of the evaluation view).
+    """
+    if choose_loader(cfg) == "stream":
+        info = dataset_info(cfg.dataset)
+        index = _index(cfg, "test")
+        _report_empty(index)
+        split = StreamedSplit(index, np.arange(len(index), dtype=np.int64), info.channels)
+        return read_streamed(split, augment_config(cfg).crop_size, loader_options(cfg), info.name)
     return _load(cfg, "test")
 
 

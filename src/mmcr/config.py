@@ -34,6 +34,13 @@ class PretrainConfig:
     val_fraction: float = 0.1  # share of the labelled training split held out for model selection
     image_size: int | None = None  # resize stored images (imagefolder; None keeps the native size)
     synthetic_size: int = 512  # images of a generated data set (synthetic: smoke tests)
+    loader: str = "auto"  # auto (stream an imagefolder over memory_budget_gb decoded), memory, stream, cache
+    memory_budget_gb: float = 8.0  # loader auto: a decoded training set larger than this is streamed
+    num_workers: int = 2  # streaming: DataLoader worker processes that read, decode and crop files
+    prefetch_factor: int = 2  # streaming: batches each worker reads ahead
+    pin_memory: bool = False  # streaming: page-locked batches, for faster copies to a GPU
+    cache_dir: str | None = None  # file index and decoded cache (None: $MMCR_CACHE_DIR, else ~/.cache/mmcr)
+    skip_bad_images: bool = False  # skip unreadable image files (their count is reported) instead of stopping
     # views
     augment: str | None = None  # augmentation preset (None: the data set's own)
     crop_size: int | None = None  # crop size of the views (None: the preset's)
@@ -143,7 +150,23 @@ def registered_choices() -> dict[str, list[str]]:
 #: Fields that say where a run goes and how it shows itself, not what it computes: two runs
 #: that differ only in these follow the same trajectory. The experiment runner's fingerprint
 #: of a finished run ignores them.
-RUN_LOCAL_FIELDS = frozenset({"out", "progress", "threads", "device", "data_dir", "tensorboard"})
+RUN_LOCAL_FIELDS = frozenset(
+    {
+        "out",
+        "progress",
+        "threads",
+        "device",
+        "data_dir",
+        "tensorboard",
+        "num_workers",
+        "prefetch_factor",
+        "pin_memory",
+        "cache_dir",
+    }
+)
+
+#: The values of ``loader``: ``auto`` picks ``memory`` or ``stream`` by the memory budget.
+LOADERS = ("auto", "memory", "stream", "cache")
 
 #: What a resumed run may change besides the run-local fields: how long it goes and what it
 #: records. (``epochs`` and ``max_steps`` re-span the learning-rate schedule.)
@@ -334,6 +357,13 @@ def validate(cfg: PretrainConfig) -> None:
             f"stop_at_epoch must be >= 1, got {cfg.stop_at_epoch}",
         ),
         (bool(cfg.out.strip()), "out must name the run's output folder, got an empty string"),
+        (cfg.loader in LOADERS, f"loader must be one of {', '.join(LOADERS)}, got {cfg.loader!r}"),
+        (
+            cfg.memory_budget_gb > 0 and math.isfinite(cfg.memory_budget_gb),
+            f"memory_budget_gb must be a finite number > 0, got {cfg.memory_budget_gb}",
+        ),
+        (cfg.num_workers >= 0, f"num_workers must be >= 0 (0: no workers), got {cfg.num_workers}"),
+        (cfg.prefetch_factor >= 1, f"prefetch_factor must be >= 1, got {cfg.prefetch_factor}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -349,6 +379,14 @@ def _validate_names(cfg: PretrainConfig) -> None:
     from mmcr.optim import OPTIMIZERS, SCHEDULES
 
     info = dataset_info(cfg.dataset)
+    if cfg.loader == "stream":
+        from mmcr.data.stream import STREAMING_DATASETS
+
+        if info.name not in STREAMING_DATASETS:
+            raise ValueError(
+                f"loader 'stream' reads {', '.join(sorted(STREAMING_DATASETS))} data sets from their files; "
+                f"data set {info.name!r} is read whole: use loader = 'memory', 'cache' or 'auto'"
+            )
     views = preset(cfg.augment or info.augment)
     if views.mean is not None and len(views.mean) != info.channels:
         raise ValueError(

@@ -14,6 +14,11 @@ from mmcr.config import build_config, load_recipe
 from mmcr.training import pretrain
 from mmcr.training import step as step_module
 
+try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
+    from image_trees import make_tree
+except ImportError:  # pragma: no cover - layout with tests/__init__.py
+    from tests.image_trees import make_tree  # type: ignore[no-redef]
+
 TINY = {
     "dataset": "digits",
     "augment": "digits",
@@ -60,12 +65,34 @@ def test_pretrain_writes_config_metrics_and_checkpoint(tmp_path: Path) -> None:
     assert epochs[-1]["knn_val_acc"] > 0.5
 
 
-def test_resume_gives_the_same_trajectory(tmp_path: Path) -> None:
-    straight = run(tmp_path, "straight")
-    cfg = build_config(None, {**TINY, "out": str(tmp_path / "stopped"), "stop_at_epoch": 1})
+def streamed_recipe(tmp_path: Path) -> dict[str, Any]:
+    """A tiny image-folder recipe on the streaming path (DataLoader workers read the JPEGs)."""
+    tree = make_tree(tmp_path / "tree", per_class=8)
+    return {
+        **TINY,
+        "dataset": "imagefolder",
+        "augment": "imagenet",
+        "data_dir": str(tree),
+        "image_size": 16,
+        "crop_size": 16,
+        "encoder_width": 4,
+        "batch_size": 8,
+        "monitor_size": 16,
+        "loader": "stream",
+        "num_workers": 0,
+    }
+
+
+@pytest.mark.parametrize("path", ["memory", "stream"])
+def test_resume_gives_the_same_trajectory(tmp_path: Path, path: str) -> None:
+    base = TINY if path == "memory" else streamed_recipe(tmp_path)
+    # the streamed runs read with different worker counts: which worker reads a file changes nothing
+    straight = pretrain(build_config(None, {**base, "out": str(tmp_path / "straight")}))
+    cfg = build_config(None, {**base, "out": str(tmp_path / "stopped"), "stop_at_epoch": 1})
     stopped = pretrain(cfg)
     assert load_checkpoint(stopped)["step"] == load_checkpoint(straight)["step"] // 2
-    cfg = build_config(None, {**TINY, "out": str(tmp_path / "stopped")})
+    workers = {"num_workers": 2} if path == "stream" else {}
+    cfg = build_config(None, {**base, "out": str(tmp_path / "stopped"), **workers})
     resumed = pretrain(cfg, resume=True)
     a, b = load_checkpoint(straight), load_checkpoint(resumed)
     assert a["step"] == b["step"]

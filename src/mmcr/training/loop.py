@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,18 @@ import torch
 import torch.distributed as dist
 
 from mmcr import distributed as mdist
-from mmcr.build import Checkpoint, Data, augment_config, load_data, load_weights, resolve_device
+from mmcr.build import (
+    Checkpoint,
+    Data,
+    augment_config,
+    load_data,
+    load_weights,
+    loader_options,
+    resolve_device,
+)
 from mmcr.config import RESUMABLE_FIELDS, PretrainConfig, config_differences
 from mmcr.data import MultiViewAugment
+from mmcr.data.stream import CropDataset, PrecroppedAugment, make_loader, stream_batches
 from mmcr.evaluation.monitor import ValidationMonitor
 from mmcr.objectives.base import NonFiniteError
 from mmcr.records import (
@@ -87,7 +96,9 @@ def _pretrain(cfg: PretrainConfig, resume: bool, overwrite: bool) -> Path:
         torch.manual_seed(cfg.seed)
         data = load_data(cfg)
         augment = MultiViewAugment(augment_config(cfg))
-        state = build_state(cfg, data.channels, len(data.train), device, augment)
+        # streamed batches come cropped by the workers: the step does the rest of the views
+        step_augment = augment if data.stream is None else PrecroppedAugment(augment.config)
+        state = build_state(cfg, data.channels, len(data.train), device, step_augment)
         ckpt_path = out / CHECKPOINT_NAME
         metrics = _resume(state, ckpt_path, is_main) if resume else {}
         if is_main:
@@ -147,9 +158,11 @@ def _train(
 
     state.network.train()
     timer = _Rate(cfg.batch_size, state.step)
+    skipped: set[int] = set()
+    batches = _batches(state, data, skipped)
     try:
-        for local in local_batches(state, len(data.train)):
-            loss, lr = train_step(state, data.train.images[local].to(device, non_blocking=True))
+        for images in batches:
+            loss, lr = train_step(state, images.to(device, non_blocking=True))
             if state.step % cfg.log_every == 0 or state.step == schedule.total_steps:
                 record = _step_record(state, loss, lr, timer)
                 log.write(record)
@@ -192,9 +205,36 @@ def _train(
         save("interrupted")
         raise
     finally:
+        batches.close()  # stops the DataLoader workers of the streaming path
         log.close()
         if progress is not None:
             progress.close()
+        if skipped and is_main:
+            print(f"skipped {len(skipped)} unreadable image files (skip_bad_images)", file=sys.stderr)
+
+
+def _batches(state: TrainState, data: Data, skipped: set[int]) -> Generator[torch.Tensor, None, None]:
+    """This rank's uint8 images of each step from ``state.step`` on.
+
+    In memory: rows of ``data.train.images`` ``(B / W, C, H, W)``. Streamed: DataLoader
+    workers read the same rows' files and cut their K crops, ``(B / W, K, C, S, S)``, with
+    boxes seeded by (seed, epoch, image); the index entries of files skipped as unreadable
+    go into ``skipped``.
+    """
+    if data.stream is None:
+        for local in local_batches(state, len(data.train)):
+            yield data.train.images[local]
+        return
+    cfg, per_epoch = state.cfg, state.schedule.steps_per_epoch
+
+    def keys() -> Iterator[list[tuple[int, int]]]:
+        step = state.step
+        for local in local_batches(state, len(data.train)):
+            yield [(step // per_epoch, i) for i in local.tolist()]
+            step += 1
+
+    dataset = CropDataset(data.stream, augment_config(cfg), cfg.num_views, cfg.seed, cfg.skip_bad_images)
+    yield from stream_batches(make_loader(dataset, keys(), loader_options(cfg)), skipped)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,8 @@ __all__ = [
     "IMAGEFOLDER",
     "IMAGE_EXTENSIONS",
     "SPLIT_FOLDER_NAMES",
+    "class_folders",
+    "image_files",
     "load_imagefolder",
     "read_image",
 ]
@@ -63,7 +65,7 @@ def read_image(path: Path, size: int, channels: int = 3) -> np.ndarray:
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
-def _class_folders(root: Path, split: str) -> tuple[Path, list[str]]:
+def class_folders(root: Path, split: str) -> tuple[Path, list[str]]:
     """The folder holding the class folders of ``split``, and the class names in label order."""
     split_dir = root / split
     subdirs = _subdirs(root)
@@ -86,7 +88,7 @@ def _class_folders(root: Path, split: str) -> tuple[Path, list[str]]:
     return root, [d.name for d in subdirs]
 
 
-def _image_files(
+def image_files(
     root: Path, class_root: Path, class_names: list[str], split: str
 ) -> tuple[list[Path], list[int]]:
     """Image files under ``class_root/<class>/`` (sorted, recursively) and their labels."""
@@ -125,12 +127,12 @@ def load_imagefolder(request: DatasetRequest) -> ImageDataset:
             f"image folder root {root} does not exist; expected a tree "
             "root/<split>/<class>/*.png|jpg (or root/<class>/*), passed with --data-dir"
         )
-    class_root, class_names = _class_folders(root, split)
+    class_root, class_names = class_folders(root, split)
     if not class_names:
         raise FileNotFoundError(
             f"no class folders in {class_root}; expected {class_root}/<class>/*.png|jpg"
         )
-    files, labels = _image_files(root, class_root, class_names, split)
+    files, labels = image_files(root, class_root, class_names, split)
     if not files:
         raise FileNotFoundError(
             f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {class_root}/<class>/"

@@ -1,0 +1,54 @@
+"""Data read from disk as it is needed: the file index, decoding, DataLoader workers.
+
+- :mod:`~mmcr.data.stream.index`: :func:`folder_index`, the cached list of an image
+  folder's files and labels.
+- :mod:`~mmcr.data.stream.decode`: :func:`decode_crops` (the K random-resized crops of one
+  file, with JPEG draft decoding) and :func:`decode_square` (the evaluation view).
+- :mod:`~mmcr.data.stream.loader`: :class:`CropDataset` and :class:`SquareDataset` (what a
+  worker reads), :func:`make_loader`, and :class:`PrecroppedAugment` (the rest of the
+  augmentation, batched on the training device).
+"""
+
+from mmcr.data.stream.decode import BadImageError, decode_crops, decode_square
+from mmcr.data.stream.index import (
+    CACHE_DIR_ENV,
+    FileIndex,
+    concat_indices,
+    default_cache_dir,
+    folder_index,
+    write_atomic,
+)
+from mmcr.data.stream.loader import (
+    CropDataset,
+    LoaderOptions,
+    PrecroppedAugment,
+    SquareDataset,
+    StreamedSplit,
+    crop_generator,
+    make_loader,
+    stream_batches,
+)
+
+#: The data sets that the streaming path reads (the others are read whole, or cached).
+STREAMING_DATASETS = frozenset({"imagefolder"})
+
+__all__ = [
+    "CACHE_DIR_ENV",
+    "STREAMING_DATASETS",
+    "BadImageError",
+    "CropDataset",
+    "FileIndex",
+    "LoaderOptions",
+    "PrecroppedAugment",
+    "SquareDataset",
+    "StreamedSplit",
+    "concat_indices",
+    "crop_generator",
+    "decode_crops",
+    "decode_square",
+    "default_cache_dir",
+    "folder_index",
+    "make_loader",
+    "stream_batches",
+    "write_atomic",
+]

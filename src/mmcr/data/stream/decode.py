@@ -1,0 +1,146 @@
+"""Decoding image files for the streaming path: K random-resized crops, or the centre square.
+
+Both read the file once with Pillow. A JPEG is decoded at a reduced size (Pillow's draft
+mode: 1/2, 1/4 or 1/8 of each side, done inside libjpeg) whenever every crop still has at
+least ``size`` pixels a side at that scale, which is most crops of an ImageNet-sized photo
+for 224 px views. EXIF orientation is applied; grey, palette (also with transparency),
+RGBA and CMYK images are converted to the requested channels. An unreadable file raises
+:class:`BadImageError` naming it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+__all__ = ["BadImageError", "decode_crops", "decode_square", "oriented_size"]
+
+_ORIENTATION = 0x0112
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
+
+
+class BadImageError(ValueError):
+    """A file that is not a readable image (corrupt, truncated, empty or of unknown format)."""
+
+
+def _open(path: Path) -> Image:
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    try:
+        return PILImage.open(path)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise BadImageError(_message(path, err)) from None
+
+
+def _message(path: Path, err: BaseException) -> str:
+    return (
+        f"cannot decode image {path}: {err}; replace or delete the file, or set "
+        "skip_bad_images = true to skip unreadable files"
+    )
+
+
+def oriented_size(img: Image) -> tuple[int, int, int]:
+    """``(height, width, orientation)`` of an opened image as displayed (EXIF orientation applied)."""
+    width, height = img.size
+    try:
+        orientation = int(img.getexif().get(_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block: show the pixels as stored
+        orientation = 1
+    if orientation in _SWAPS_AXES:
+        return width, height, orientation
+    return height, width, orientation
+
+
+def _finish(img: Image, orientation: int, channels: int, path: Path) -> Image:
+    """Load the pixels, apply the orientation and convert to RGB or L."""
+    from PIL import ImageOps
+
+    try:
+        img.load()
+        if orientation != 1:
+            img = ImageOps.exif_transpose(img)
+        mode = img.mode
+        if mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")
+        target = "RGB" if channels == 3 else "L"
+        if img.mode != target:
+            img = img.convert(target)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise BadImageError(_message(path, err)) from None
+    return img
+
+
+def _draft(img: Image, channels: int, request: tuple[int, int]) -> None:
+    """Ask a JPEG to decode at the smallest scale of at least ``request`` (width, height)."""
+    if getattr(img, "format", None) == "JPEG":
+        img.draft("RGB" if channels == 3 else "L", request)
+
+
+def _to_chw(img: Image) -> np.ndarray:
+    pixels = np.asarray(img, dtype=np.uint8)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def decode_crops(
+    path: Path,
+    size: int,
+    channels: int,
+    draw_boxes: Callable[[int, int], torch.Tensor],
+    *,
+    draft: bool = True,
+) -> np.ndarray:
+    """The crops of one image file, each resized to ``size`` (bilinear, antialiased).
+
+    Args:
+        path: the image file.
+        size: output side length in pixels.
+        channels: 3 (RGB) or 1 (grey).
+        draw_boxes: ``draw_boxes(height, width)`` returns int64 ``(K, 4)`` boxes (top,
+            left, height, width) in the pixels of the image as displayed.
+        draft: decode a JPEG at reduced size where every box allows it.
+
+    Returns:
+        uint8 ``(K, channels, size, size)``.
+    """
+    from PIL.Image import Resampling
+
+    img = _open(path)
+    with img:
+        height, width, orientation = oriented_size(img)
+        boxes = torch.as_tensor(draw_boxes(height, width))
+        if draft:
+            smallest = float(min(boxes[:, 2].min(), boxes[:, 3].min()))
+            reduce = max(1.0, smallest / size)
+            stored_w, stored_h = img.size
+            _draft(img, channels, (math.ceil(stored_w / reduce), math.ceil(stored_h / reduce)))
+        shown = _finish(img, orientation, channels, path)
+        sx, sy = shown.size[0] / width, shown.size[1] / height
+        out = np.empty((boxes.shape[0], channels, size, size), dtype=np.uint8)
+        for k, (top, left, h, w) in enumerate(boxes.tolist()):
+            box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
+            crop = shown.resize((size, size), Resampling.BILINEAR, box=box)
+            out[k] = _to_chw(crop)
+    return out
+
+
+def decode_square(path: Path, size: int, channels: int, *, draft: bool = True) -> np.ndarray:
+    """The centre square of an image file resized to ``size``: uint8 ``(channels, size, size)``.
+
+    The streaming counterpart of :func:`~mmcr.data.readers.imagefolder.read_image`
+    (which decodes at full size; values differ by the reduced decode's rounding).
+    """
+
+    def centre(height: int, width: int) -> torch.Tensor:
+        side = min(height, width)
+        return torch.tensor([[(height - side) // 2, (width - side) // 2, side, side]])
+
+    return decode_crops(path, size, channels, centre, draft=draft)[0]
