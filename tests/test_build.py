@@ -51,3 +51,17 @@ def test_streaming_a_data_set_that_is_read_whole_is_refused() -> None:
         build_config(None, {"dataset": "cifar10", "loader": "stream"})
     with pytest.raises(ValueError, match="loader must be one of auto, memory, stream, cache"):
         build_config(None, {"loader": "disk"})
+
+
+def test_the_cache_path_holds_the_memory_paths_images_memory_mapped(tmp_path: Path) -> None:
+    for recipe in ({"dataset": "digits"}, folder_recipe(tmp_path)):
+        whole = load_data(build_config(None, {**recipe, "loader": "memory"}))
+        cached = load_data(build_config(None, {**recipe, "loader": "cache"}))
+        again = load_data(build_config(None, {**recipe, "loader": "cache"}))
+        for part in ("train", "memory", "val"):
+            for data in (cached, again):
+                got, expected = getattr(data, part), getattr(whole, part)
+                assert torch.equal(got.images, expected.images), part
+                assert torch.equal(got.labels, expected.labels), part
+        test = load_test(build_config(None, {**recipe, "loader": "cache"}))
+        assert torch.equal(test.images, load_test(build_config(None, recipe)).images)

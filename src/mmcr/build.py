@@ -13,6 +13,7 @@ recipe means the same network, the same views and the same objective everywhere.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from mmcr.data.stream import (
     SquareDataset,
     StreamedSplit,
     concat_indices,
+    decoded_cache,
     folder_index,
     make_loader,
 )
@@ -180,10 +182,61 @@ def load_data(cfg: PretrainConfig) -> Data:
     to the pretraining images, never to the kNN memory or the validation split. The path
     is :func:`choose_loader`'s.
     """
-    splits = _train_splits(cfg)
     path = choose_loader(cfg)
     if path == "stream":
         return _load_streamed(cfg)
+    if path == "cache":
+        return _load_cached(cfg)
+    return _load_memory(cfg)
+
+
+def _cache_key(cfg: PretrainConfig, split: str) -> dict[str, Any]:
+    """What a decoded cache entry depends on: the data set, its files and the stored size."""
+    info = dataset_info(cfg.dataset)
+    key: dict[str, Any] = {
+        "dataset": info.name,
+        "split": split,
+        "data_dir": None if cfg.data_dir is None else str(Path(cfg.data_dir).resolve()),
+        "image_size": cfg.image_size,
+    }
+    if info.name == "synthetic":
+        key.update(size=cfg.synthetic_size, seed=cfg.seed)
+    if info.name in STREAMING_DATASETS:  # the listing of the tree: a changed tree is another entry
+        digests = [hashlib.sha256(_index(cfg, s).paths.tobytes()).hexdigest() for s in split.split("+")]
+        key["files"] = digests
+    return key
+
+
+def _load_cached(cfg: PretrainConfig) -> Data:
+    """The memory path's data, decoded once into memory-mapped files shared by ranks and runs."""
+    key = {**_cache_key(cfg, cfg.train_split), "val_fraction": cfg.val_fraction, "seed": cfg.seed}
+
+    def build() -> tuple[dict[str, ImageDataset], dict[str, Any]]:
+        data = _load_memory(cfg)
+        return {"train": data.train, "val": data.val}, {"memory": len(data.memory)}
+
+    parts, notes = _shared_cache(key, build, cfg)
+    train, n = parts["train"], int(notes["memory"])
+    memory = ImageDataset(train.images[:n], train.labels[:n], train.num_classes, train.name, train.classes)
+    return Data(train, memory, parts["val"], train.channels, train.num_classes)
+
+
+def _shared_cache(
+    key: dict[str, Any], build: Any, cfg: PretrainConfig
+) -> tuple[dict[str, ImageDataset], dict[str, Any]]:
+    """:func:`decoded_cache`, built by rank 0 alone while the other ranks wait for it."""
+    if mdist.is_distributed() and mdist.rank() != 0:
+        torch.distributed.barrier()  # rank 0 builds (or finds) the entry first
+        return decoded_cache(key, build, cfg.cache_dir)
+    found = decoded_cache(key, build, cfg.cache_dir)
+    if mdist.is_distributed():
+        torch.distributed.barrier()
+    return found
+
+
+def _load_memory(cfg: PretrainConfig) -> Data:
+    """The in-memory path: every split read whole into this process's memory."""
+    splits = _train_splits(cfg)
     labelled = _load(cfg, "train")
     extra = [_load(cfg, s) for s in splits[1:]]
     train_idx, val_idx = train_val_split(labelled.labels, cfg.val_fraction, cfg.seed)
@@ -218,6 +271,12 @@ def load_test(cfg: PretrainConfig) -> ImageDataset:
         _report_empty(index)
         split = StreamedSplit(index, np.arange(len(index), dtype=np.int64), info.channels)
         return read_streamed(split, augment_config(cfg).crop_size, loader_options(cfg), info.name)
+    if choose_loader(cfg) == "cache":
+
+        def build() -> tuple[dict[str, ImageDataset], dict[str, Any]]:
+            return {"test": _load(cfg, "test")}, {}
+
+        return _shared_cache(_cache_key(cfg, "test"), build, cfg)[0]["test"]
     return _load(cfg, "test")
 
 

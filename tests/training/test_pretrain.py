@@ -179,3 +179,12 @@ def test_pretrain_restores_the_callers_thread_count(tmp_path: Path) -> None:
     wanted = 1 if before != 1 else 2
     run(tmp_path, "threads", threads=wanted, epochs=1, max_steps=2)
     assert torch.get_num_threads() == before
+
+
+def test_the_cache_path_trains_exactly_like_the_memory_path(tmp_path: Path) -> None:
+    short = {"max_steps": 3, "log_every": 1, "eval_every": 0}
+    memory = run(tmp_path, "memory", loader="memory", **short)
+    cached = run(tmp_path, "cache", loader="cache", **short)
+    a, b = load_checkpoint(memory), load_checkpoint(cached)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key

@@ -4,11 +4,14 @@
   folder's files and labels.
 - :mod:`~mmcr.data.stream.decode`: :func:`decode_crops` (the K random-resized crops of one
   file, with JPEG draft decoding) and :func:`decode_square` (the evaluation view).
+- :mod:`~mmcr.data.stream.cache`: :func:`decoded_cache`, splits decoded once into
+  memory-mapped files shared by every rank and run.
 - :mod:`~mmcr.data.stream.loader`: :class:`CropDataset` and :class:`SquareDataset` (what a
   worker reads), :func:`make_loader`, and :class:`PrecroppedAugment` (the rest of the
   augmentation, batched on the training device).
 """
 
+from mmcr.data.stream.cache import cache_entry, decoded_cache, read_entry
 from mmcr.data.stream.decode import BadImageError, decode_crops, decode_square
 from mmcr.data.stream.index import (
     CACHE_DIR_ENV,
@@ -42,13 +45,16 @@ __all__ = [
     "PrecroppedAugment",
     "SquareDataset",
     "StreamedSplit",
+    "cache_entry",
     "concat_indices",
     "crop_generator",
     "decode_crops",
     "decode_square",
+    "decoded_cache",
     "default_cache_dir",
     "folder_index",
     "make_loader",
+    "read_entry",
     "stream_batches",
     "write_atomic",
 ]
