@@ -77,7 +77,9 @@ def view_geometry(
     z = multiview_embeddings(
         network, images, augment, num_views, generator=generator, device=device, batch_size=chunk
     )
-    mi = {key: float(value) for key, value in mi_lower_bound(z).items()} if z.shape[1] >= 2 else {}
+    # the bound's numbers only: its "reliability" entry is a sentence
+    terms = mi_lower_bound(z).items() if z.shape[1] >= 2 else ()
+    mi = {key: float(value) for key, value in terms if isinstance(value, (int, float))}
     return batched_geometry(z, points), mi
 
 
