@@ -220,3 +220,29 @@ def test_a_trial_too_large_for_memory_is_refused_before_allocating(monkeypatch):
         theory.ppe_uniform_monte_carlo(256, 4096, trials=2)
     # A size that fits still runs under the same budget.
     assert 0.0 < theory.ppe_uniform_monte_carlo(8, 8, trials=2)["mean"] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (["--device", "bogus"], "--device 'bogus' is not a torch device"),
+        (["--out", ""], "--out is empty"),
+        (["--out", "FILE"], "is a file, not a folder"),
+    ],
+)
+def test_cli_refuses_a_bad_device_or_out_before_sampling(
+    flags: list[str], match: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mmcr.analysis.theory as theory
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("sampling started before the arguments were checked")
+
+    monkeypatch.setattr(theory, "ppe_grid", never)
+    monkeypatch.setattr(theory, "ppe_uniform_monte_carlo", never)
+    a_file = tmp_path / "grid.json"
+    a_file.write_text("{}")
+    flags = [str(a_file) if f == "FILE" else f for f in flags]
+    args = _parser().parse_args(["theory", "ppe", "--P", "4", "--D", "4", "--trials", "2", *flags])
+    with pytest.raises(ValueError, match=match):
+        args.func(args)

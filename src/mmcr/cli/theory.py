@@ -116,7 +116,6 @@ def register(subparsers: Any) -> None:
     ppe.add_argument("--json", action="store_true", help="print the results as JSON")
     ppe.add_argument(
         "--out",
-        type=Path,
         default=None,
         metavar="DIR",
         help="write ppe_grid.json, ppe_vs_P.png and ppe_heatmap.png into DIR",
@@ -168,8 +167,27 @@ def _single_cell(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _check_before_work(args: argparse.Namespace) -> None:
+    """The device and the output folder are checked before any sampling, not after it."""
+    import torch
+
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        raise ValueError(
+            f"--device {args.device!r} is not a torch device; use cpu, cuda or cuda:N"
+        ) from None
+    if args.out is not None:
+        out = Path(args.out)
+        if str(args.out).strip() == "":
+            raise ValueError("--out is empty: name a folder for the grid and its figures")
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a folder: name a folder for the grid")
+
+
 def run_ppe(args: argparse.Namespace) -> int:
     """Run ``mmcr theory ppe``: one cell, or a grid when several P or D are given or --out."""
+    _check_before_work(args)
     grid_mode = len(args.P) > 1 or len(args.D) > 1 or args.out is not None
     if not grid_mode:
         result = _single_cell(args)
