@@ -88,3 +88,18 @@ def test_precropped_augment_keeps_view_positions_and_flips() -> None:
 def test_precropped_augment_rejects_uncropped_images() -> None:
     with pytest.raises(ValueError, match=r"expected crops \(N, 2, C, 8, 8\)"):
         PrecroppedAugment(AugmentConfig(crop_size=8))(torch.zeros((4, 3, 8, 8), dtype=torch.uint8), 2)
+
+
+def test_crop_boxes_lie_in_the_image_within_the_scale_and_ratio() -> None:
+    from mmcr.data.stream import crop_generator, draw_crops
+
+    draws = [draw_crops(crop_generator(0, 0, i), 8, 300, 500, (0.08, 1.0), (0.75, 4 / 3)) for i in range(50)]
+    boxes = np.concatenate(draws)
+    top, left, h, w = boxes.T
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 300).all() and (left + w <= 500).all()
+    area = h * w / (300 * 500)
+    assert area.min() > 0.07 and area.max() <= 1.0 and area.std() > 0.1
+    assert ((w / h) > 0.7).all() and ((w / h) < 1.4).all()
+    # no attempt fits (a wide aspect on a tall image at full area): the centred whole-image fallback
+    fallback = draw_crops(crop_generator(0, 0, 0), 2, 400, 100, (1.0, 1.0), (2.0, 3.0))
+    assert fallback.tolist() == [[175, 0, 50, 100]] * 2

@@ -28,6 +28,7 @@ from mmcr.data.stream.loader import (
     SquareDataset,
     StreamedSplit,
     crop_generator,
+    draw_crops,
     make_loader,
     stream_batches,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "decode_square",
     "decoded_cache",
     "default_cache_dir",
+    "draw_crops",
     "folder_index",
     "make_loader",
     "read_entry",

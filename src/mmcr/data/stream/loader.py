@@ -22,7 +22,7 @@ import torch
 from mmcr.data.augment.batched import apply_params
 from mmcr.data.augment.config import AugmentConfig
 from mmcr.data.augment.multiview import MultiViewAugment
-from mmcr.data.augment.sampling import AugmentParams, sample_crops, sample_params
+from mmcr.data.augment.sampling import AugmentParams, sample_params
 from mmcr.data.stream.decode import BadImageError, decode_crops, decode_square
 from mmcr.data.stream.index import FileIndex
 
@@ -33,6 +33,7 @@ __all__ = [
     "SquareDataset",
     "StreamedSplit",
     "crop_generator",
+    "draw_crops",
     "make_loader",
     "stream_batches",
 ]
@@ -79,9 +80,49 @@ class StreamedSplit:
         return dataclasses.replace(self, positions=picked)
 
 
-def crop_generator(seed: int, epoch: int, i: int) -> torch.Generator:
-    """The generator of image ``i``'s crop boxes in ``epoch``."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_033 + i) % (2**63))
+def crop_generator(seed: int, epoch: int, i: int) -> np.random.Generator:
+    """The generator of image ``i``'s crop boxes in ``epoch`` (numpy: a torch generator per
+    image costs more than the draws)."""
+    return np.random.default_rng([seed, epoch, i])
+
+
+def draw_crops(
+    generator: np.random.Generator,
+    num: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+) -> np.ndarray:
+    """``num`` random-resized-crop boxes (top, left, height, width): int64 ``(num, 4)``.
+
+    The rule of :func:`~mmcr.data.augment.sampling.sample_crops` (torchvision's): up to 10
+    attempts of an area fraction uniform in ``scale`` and a log-uniform aspect ratio in
+    ``ratio``, the first that fits placed uniformly; else the whole image, its aspect ratio
+    clamped to ``ratio``, centred.
+    """
+    u = generator.random((num, 10, 4))
+    target = height * width * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    log_lo, log_hi = np.log(ratio[0]), np.log(ratio[1])
+    aspect = np.exp(log_lo + (log_hi - log_lo) * u[..., 1])
+    w = np.round(np.sqrt(target * aspect))
+    h = np.round(np.sqrt(target / aspect))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    boxes = np.empty((num, 4), dtype=np.int64)
+    in_ratio = width / height
+    fallback_w = width if in_ratio <= ratio[1] else round(height * ratio[1])
+    fallback_h = height if in_ratio >= ratio[0] else round(width / ratio[0])
+    for k in range(num):
+        tries = np.flatnonzero(fits[k])
+        if tries.size == 0:
+            boxes[k] = ((height - fallback_h) // 2, (width - fallback_w) // 2, fallback_h, fallback_w)
+            continue
+        a = int(tries[0])
+        bh, bw = int(h[k, a]), int(w[k, a])
+        top = min(int(u[k, a, 2] * (height - bh + 1)), height - bh)
+        left = min(int(u[k, a, 3] * (width - bw + 1)), width - bw)
+        boxes[k] = (top, left, bh, bw)
+    return boxes
 
 
 class _Reader(torch.utils.data.Dataset):
@@ -134,10 +175,9 @@ class CropDataset(_Reader):
         def decode(path: Any, j: int) -> np.ndarray:
             generator = crop_generator(self.seed, epoch, j)
 
-            def boxes(height: int, width: int) -> torch.Tensor:
-                return sample_crops(
-                    self.num_views, height, width, config.crop_scale, config.crop_ratio,
-                    generator, torch.device("cpu"),
+            def boxes(height: int, width: int) -> np.ndarray:
+                return draw_crops(
+                    generator, self.num_views, height, width, config.crop_scale, config.crop_ratio
                 )
 
             return decode_crops(path, config.crop_size, self.split.channels, boxes)
