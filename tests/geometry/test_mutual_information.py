@@ -7,16 +7,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import special
 
+from mmcr.geometry.mi_known_answers import latent_views, sample_latent_views, vmf_channel
 from mmcr.geometry.mutual_information import (
+    MIN_SAMPLES_PER_DIM,
     bessel_ratio,
-    log_bessel_iv,
     log_sphere_area,
     mi_lower_bound,
+    mi_reliability,
     sample_vmf,
     sphere_entropy_knn,
-    vmf_kappa_mle,
     vmf_log_normalizer,
 )
 
@@ -24,111 +24,6 @@ from mmcr.geometry.mutual_information import (
 def _uniform(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
     g = rng.standard_normal((n, dim))
     return g / np.linalg.norm(g, axis=1, keepdims=True)
-
-
-def test_log_sphere_area_small_dimensions() -> None:
-    assert log_sphere_area(2) == pytest.approx(math.log(2 * math.pi))
-    assert log_sphere_area(3) == pytest.approx(math.log(4 * math.pi))
-    assert log_sphere_area(4) == pytest.approx(math.log(2 * math.pi**2))
-    with pytest.raises(ValueError):
-        log_sphere_area(1)
-
-
-@pytest.mark.parametrize("nu", [0.0, 0.5, 1.0, 3.5, 20.0])
-def test_log_bessel_matches_scipy_where_representable(nu: float) -> None:
-    x = np.array([1e-3, 0.1, 1.0, 10.0, 100.0, 600.0])
-    expected = np.log(special.iv(nu, x))
-    np.testing.assert_allclose(log_bessel_iv(nu, x), expected, rtol=1e-12, atol=1e-14)
-
-
-@pytest.mark.parametrize("x", [1e-200, 1e-3, 5.0, 300.0, 3000.0])
-@pytest.mark.parametrize("nu", [1.5, 255.0, 4095.0])
-def test_log_bessel_obeys_the_recurrence_where_scipy_underflows(nu: float, x: float) -> None:
-    # I_(nu-1)(x) - I_(nu+1)(x) = (2 nu / x) I_nu(x), checked on log values (scipy's iv and
-    # ive underflow to 0 for most of these orders and arguments).
-    below, centre, above = (float(log_bessel_iv(nu + d, x)) for d in (-1.0, 0.0, 1.0))
-    lhs = math.exp(below - centre) - math.exp(above - centre)
-    assert lhs == pytest.approx(2.0 * nu / x, rel=1e-7, abs=0)
-    assert math.isfinite(centre)
-
-
-@pytest.mark.parametrize("dim", [2, 3, 8, 512])
-@pytest.mark.parametrize("x", [1e10, 1e13])
-def test_log_bessel_at_huge_arguments_where_scipy_returns_nan(dim: int, x: float) -> None:
-    # Hankel: I_nu(x) ~ e^x / sqrt(2 pi x) (1 - (4 nu^2 - 1) / (8x)), for x >> nu^2; a float
-    # near x resolves log I_nu(x) only to about 1e-16 x.
-    nu = 0.5 * dim - 1.0
-    expected = x - 0.5 * math.log(2 * math.pi * x) - (4 * nu * nu - 1.0) / (8.0 * x)
-    assert float(log_bessel_iv(nu, x)) == pytest.approx(expected, rel=0, abs=4e-16 * x)
-    # The vMF mean resultant length there: A_D(x) = 1 - (D - 1) / (2x) + O(x^-2); the
-    # difference of two logs resolves 1 - A_D only to about 1e-15 absolute.
-    gap = 1.0 - float(bessel_ratio(dim, x))
-    assert gap == pytest.approx((dim - 1) / (2 * x), rel=0, abs=2e-14)
-
-
-def test_vmf_normaliser_closed_form_in_three_dimensions() -> None:
-    # On S^2: C_3(kappa) = kappa / (4 pi sinh kappa).
-    for kappa in [1e-3, 0.5, 5.0, 50.0, 2000.0]:
-        expected = math.log(kappa / (4 * math.pi)) - (
-            kappa + math.log1p(-math.exp(-2 * kappa)) - math.log(2.0)
-        )
-        assert float(vmf_log_normalizer(kappa, 3)) == pytest.approx(expected, rel=1e-10)
-    assert float(vmf_log_normalizer(0.0, 3)) == pytest.approx(-math.log(4 * math.pi))
-    # Continuity at kappa -> 0 in high dimension.
-    assert float(vmf_log_normalizer(1e-9, 512)) == pytest.approx(-log_sphere_area(512), abs=1e-9)
-
-
-@pytest.mark.parametrize("dim", [2, 3, 8, 512, 4096])
-@pytest.mark.parametrize("R", [1e-7, 0.01, 0.3, 0.9, 0.999, 1.0 - 1e-9])
-def test_kappa_mle_inverts_the_bessel_ratio(dim: int, R: float) -> None:
-    kappa = vmf_kappa_mle(R, dim)
-    assert kappa > 0
-    assert float(bessel_ratio(dim, kappa)) == pytest.approx(R, rel=1e-8, abs=0)
-
-
-def test_kappa_mle_edge_cases() -> None:
-    assert vmf_kappa_mle(0.0, 8) == 0.0
-    assert vmf_kappa_mle(-0.2, 8) == 0.0
-    assert vmf_kappa_mle(1.0, 8) == math.inf
-    with pytest.raises(ValueError):
-        vmf_kappa_mle(1.5, 8)
-    assert float(bessel_ratio(8, 0.0)) == 0.0
-    assert float(bessel_ratio(8, 1e-6)) == pytest.approx(1e-6 / 8, rel=1e-6, abs=0)
-
-
-@pytest.mark.parametrize("dim", [3, 8])
-def test_entropy_of_uniform_distribution(dim: int) -> None:
-    rng = np.random.default_rng(dim)
-    estimate = sphere_entropy_knn(_uniform(2000, dim, rng))
-    # Exact in expectation for the uniform law; the spread at N = 2000 is about 0.03 nats.
-    assert estimate == pytest.approx(log_sphere_area(dim), abs=0.12)
-    estimate_k4 = sphere_entropy_knn(_uniform(2000, dim, rng), k=4)
-    assert estimate_k4 == pytest.approx(log_sphere_area(dim), abs=0.08)
-
-
-def test_entropy_of_a_von_mises_fisher_distribution() -> None:
-    rng = np.random.default_rng(5)
-    kappa, dim = 5.0, 3
-    samples = sample_vmf(np.array([0.0, 0.0, 1.0]), kappa, n=3000, rng=rng)
-    exact = -(float(vmf_log_normalizer(kappa, dim)) + kappa * float(bessel_ratio(dim, kappa)))
-    assert sphere_entropy_knn(samples) == pytest.approx(exact, abs=0.1)
-
-
-def test_wood_sampler_mean_cosine() -> None:
-    rng = np.random.default_rng(6)
-    dim, kappa = 8, 20.0
-    mu = np.eye(dim)[1]
-    samples = sample_vmf(mu, kappa, n=20000, rng=rng)
-    np.testing.assert_allclose(np.linalg.norm(samples, axis=1), 1.0, atol=1e-12)
-    assert float(np.mean(samples @ mu)) == pytest.approx(float(bessel_ratio(dim, kappa)), abs=0.005)
-    # One sample per row of a matrix of mean directions; kappa = 0 is uniform.
-    centres = _uniform(500, dim, rng)
-    assert sample_vmf(centres, kappa, rng=rng).shape == (500, dim)
-    assert abs(float(np.mean(np.sum(sample_vmf(centres, 0.0, rng=rng) * centres, 1)))) < 0.05
-    with pytest.raises(ValueError):
-        sample_vmf(mu, kappa)  # n missing
-    with pytest.raises(ValueError):
-        sample_vmf(2 * mu, kappa, n=3)
 
 
 def test_bound_on_vmf_pairs_recovers_kappa_and_the_expected_log_density() -> None:
@@ -194,3 +89,85 @@ def test_identical_views_give_an_infinite_bound() -> None:
     z = _uniform(100, 4, np.random.default_rng(11))
     out = mi_lower_bound(z, z)
     assert out["kappa"] == math.inf and out["bound"] == math.inf
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+# The paper's claim: aligned and uniform embeddings maximise the bound. Start from views
+# that are both (a uniform latent, two vMF views of it) and move away in one direction.
+_DIM, _N = 16, 1024
+
+
+def _aligned_uniform_views(seed: int, kappa_per_dim: float = 10.0) -> np.ndarray:
+    return sample_latent_views(_N, _DIM, kappa_per_dim * _DIM, 0.0, views=2, rng=seed)
+
+
+def _bounds(views: list[np.ndarray]) -> np.ndarray:
+    return np.array([mi_lower_bound(v)["bound"] for v in views])
+
+
+def test_bound_falls_as_the_views_lose_alignment() -> None:
+    bounds = _bounds([_aligned_uniform_views(0, k) for k in (10.0, 4.0, 2.0, 1.0)])
+    assert np.all(np.diff(bounds) < -0.5), bounds
+
+
+def test_bound_falls_as_the_embeddings_gather_into_a_cluster() -> None:
+    # z -> normalise(z + b e1) (b < 1) is a bijection of the sphere: it leaves I(Z1; Z2)
+    # unchanged, but the embeddings gather around e1 (the views even get closer).
+    base = _aligned_uniform_views(1)
+    moved = [_normalise(base + b * np.eye(_DIM)[0]) for b in (0.0, 0.3, 0.6, 0.9)]
+    outs = [mi_lower_bound(v) for v in moved]
+    bounds = np.array([o["bound"] for o in outs])
+    assert np.all(np.diff(bounds) < -0.05), bounds
+    assert np.all(np.diff([o["entropy_deficit"] for o in outs]) > 0)
+    assert np.all(np.diff([o["mean_resultant_length"] for o in outs]) > 0)
+
+
+def test_bound_falls_as_the_embeddings_collapse_towards_a_subspace() -> None:
+    base = _aligned_uniform_views(2)
+    keep = _DIM // 4
+    squeezed = [
+        _normalise(base * np.r_[np.ones(keep), s * np.ones(_DIM - keep)]) for s in (1.0, 0.5, 0.25, 0.125)
+    ]
+    bounds = _bounds(squeezed)
+    assert np.all(np.diff(bounds) < -0.5), bounds
+
+
+def test_bound_is_gain_minus_deficit_below_the_uniform_maximum() -> None:
+    views = _aligned_uniform_views(3, 4.0)
+    out = mi_lower_bound(views)
+    assert out["bound"] == pytest.approx(out["reconstruction_gain"] - out["entropy_deficit"])
+    assert out["reconstruction_gain"] == pytest.approx(out["reconstruction"] + out["max_entropy"])
+    assert out["entropy"] == pytest.approx(out["max_entropy"] - out["entropy_deficit"])
+    assert out["bound_knn"] == pytest.approx(out["reconstruction"] + out["entropy_knn"])
+    assert out["entropy_deficit"] >= 0.0 and out["bound"] <= out["reconstruction_gain"]
+    # The two views of a uniform latent are uniform: the bound is the vMF channel's MI, less
+    # the small loss of two noisy views, and close to the known answer.
+    known = latent_views(_DIM, 4.0 * _DIM, 0.0, samples=50_000, rng=0)
+    assert out["bound"] == pytest.approx(known.mi, abs=0.35)
+    assert known.mi < vmf_channel(4.0 * _DIM, _DIM).mi
+
+
+def test_high_dimensional_clustered_views_stay_below_the_true_information() -> None:
+    # D = 128, a clustered latent: the plain kNN entropy over-states the entropy by so much
+    # that its bound exceeds the true mutual information; the corrected one stays below.
+    dim = 128
+    known = latent_views(dim, 4.0 * dim, 1.0 * dim, samples=20_000, rng=0)
+    out = mi_lower_bound(sample_latent_views(2048, dim, 4.0 * dim, 1.0 * dim, rng=5))
+    assert out["bound_knn"] > known.mi
+    assert out["bound"] < known.mi
+    assert out["bound"] == pytest.approx(known.bound, abs=0.1 * known.deficit)
+    assert out["reliable"]
+
+
+def test_reliability_flag() -> None:
+    needed = max(512, MIN_SAMPLES_PER_DIM * 64)
+    ok, reason = mi_reliability(needed, 64)
+    assert ok and str(needed) in reason
+    ok, reason = mi_reliability(needed - 1, 64)
+    assert not ok and "too few" in reason and "D = 64" in reason
+    assert not mi_reliability(10_000, 8, kappa=math.inf)[0]
+    small = mi_lower_bound(_aligned_uniform_views(4)[:300])
+    assert small["reliable"] is False and "N = 300" in small["reliability"]

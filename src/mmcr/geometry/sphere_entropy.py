@@ -24,20 +24,22 @@ density r on the sphere whose density is known in closed form:
 
     KL(p || uniform) = E_p[log r(Z) + log |S^{D-1}|] + KL(p || r).
 
-The first term is a plain sample mean. The second is >= 0 and small when r fits p; it is
-estimated by the kNN divergence estimator of Wang, Kulkarni and Verdu (2009) against
-N - 1 samples drawn from r, the same number as the sample has neighbours, so that its
-bias vanishes when p = r (both distances then have the same law) and is small when p is
-close to r. A negative estimate of it is set to 0 (the divergence cannot be negative),
-which can only raise the deficit. r is the angular central Gaussian ACG(Sigma),
+The first term is a plain sample mean, and a lower estimate of the deficit (Gibbs: it is
+the deficit minus KL(p || r)) when r is fixed; fitted on the same points it is optimistic
+by O(parameters / N), which raises the deficit. The second is >= 0 and small when r fits
+p; it is estimated by the kNN divergence estimator of Wang, Kulkarni and Verdu (2009)
+against N - 1 samples drawn from r, the same number as the sample has neighbours, so that
+its bias vanishes when p = r (both distances then have the same law). A negative estimate
+of it is set to 0 (the divergence cannot be negative), which can only raise the deficit.
 
-    r(z) = |Sigma|^(-1/2) (z' Sigma^-1 z)^(-D/2) / |S^{D-1}|,
-
-the law of x / |x| for x ~ N(0, Sigma). It captures anisotropy (embeddings near a subspace,
-a low effective rank) in closed form; Sigma is Tyler's (1987) maximum-likelihood estimate,
-shrunk towards the identity by D / N (so that with few samples r is close to uniform and
-the estimate falls back to the plain kNN one). Being antipodally symmetric, the ACG does
-not model a single cluster; the kNN remainder does.
+r is the projected normal PN(m, Sigma), the law of x / |x| for x ~ N(m, Sigma), fitted by
+maximum likelihood (EM over the lost radius, :func:`fit_projected_normal`). Its density is
+a 1-D integral in closed form (:class:`ProjectedNormal`); it models a mean direction (a
+cluster) and anisotropy (embeddings near a subspace, a low effective rank) together, and
+contains the uniform law (m = 0, Sigma = I) and the angular central Gaussian (m = 0).
+Sigma is shrunk towards the identity by D / N, so that with few samples r is close to
+uniform and the estimate falls back to the plain kNN one. Multi-modal structure (several
+clusters) is left to the kNN remainder, which in high dimension over-states it.
 
 Neither estimate is a bound: a finite sample cannot rule out structure finer than its
 nearest-neighbour distances, so any estimate of a divergence from samples can fall short
@@ -47,7 +49,9 @@ benchmarks/mi_validation.py and summarised in docs/analyses.md.
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,12 +62,15 @@ from scipy import linalg, special
 from mmcr.geometry.von_mises_fisher import _TINY, _check_dim, log_sphere_area
 
 __all__ = [
-    "acg_log_density",
+    "ProjectedNormal",
     "entropy_deficit",
-    "fit_acg",
-    "sample_acg",
+    "fit_projected_normal",
+    "log_radial_integral",
     "sphere_entropy_knn",
 ]
+
+_RADIAL_NODES = 160
+_RADIAL_WINDOW = 40.0  # Laplace half-widths of the radial integrand covered by the quadrature
 
 
 def _log_cap_area(theta: np.ndarray, D: int) -> np.ndarray:
@@ -177,79 +184,130 @@ def sphere_entropy_knn(
     return float(special.digamma(n) - special.digamma(k) + np.mean(_log_cap_area(theta, D)))
 
 
-def fit_acg(
+@functools.lru_cache(maxsize=1)
+def _legendre() -> tuple[np.ndarray, np.ndarray]:
+    nodes, weights = special.roots_legendre(_RADIAL_NODES)
+    return np.asarray(nodes), np.asarray(weights)
+
+
+def log_radial_integral(a: ArrayLike, order: int) -> np.ndarray:
+    """log J_n(a) = log int_0^inf s^(n-1) exp(-s^2/2 + a s) ds, elementwise, for order n >= 1.
+
+    The integrand is log-concave with curvature >= 1, so Gauss-Legendre quadrature over
+    +-40 Laplace half-widths around its mode (160 nodes) is accurate to rounding. J_n
+    is the radial integral of the projected normal density; J_1(a) = sqrt(2 pi)
+    e^(a^2/2) Phi(a), J_2(a) = 1 + a J_1(a).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    m = float(order) - 1.0
+    mode = 0.5 * (a + np.sqrt(a * a + 4.0 * m))  # the root of m / s - s + a = 0
+    if m == 0.0:
+        mode = np.maximum(a, 0.0)
+    width = 1.0 / np.sqrt(1.0 + m / np.maximum(mode * mode, 1e-300))
+    low = np.maximum(mode - _RADIAL_WINDOW * width, 0.0)
+    high = mode + _RADIAL_WINDOW * width
+    nodes, weights = _legendre()
+    half = 0.5 * (high - low)[..., None]
+    s = 0.5 * (high + low)[..., None] + half * nodes
+    log_f = -0.5 * s * s + a[..., None] * s
+    if m > 0.0:
+        log_f = log_f + m * np.log(np.maximum(s, 1e-300))
+    peak = np.max(log_f, axis=-1, keepdims=True)
+    total = np.sum(weights * np.exp(log_f - peak), axis=-1)
+    return np.asarray(peak[..., 0] + np.log(total * half[..., 0]))
+
+
+@dataclass(frozen=True)
+class ProjectedNormal:
+    """PN(m, Sigma), the law of x / |x| for x ~ N(m, Sigma), on S^{D-1}.
+
+    m = 0 is the angular central Gaussian; Sigma = I, m = 0 the uniform distribution.
+    Its density per unit area, with A = z' Sigma^-1 z, B = z' Sigma^-1 m, C = m' Sigma^-1 m:
+
+        r(z) = (2 pi)^(-D/2) |Sigma|^(-1/2) exp(-C/2) A^(-D/2) J_D(B / sqrt(A)).
+    """
+
+    mean: np.ndarray
+    cov: np.ndarray
+
+    def _forms(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        factor = linalg.cholesky(self.cov, lower=True)
+        white_z = linalg.solve_triangular(factor, z.T, lower=True)
+        white_m = linalg.solve_triangular(factor, self.mean, lower=True)
+        A = np.sum(white_z * white_z, axis=0)
+        return A, white_m @ white_z, float(white_m @ white_m)
+
+    def log_density(self, z: ArrayLike) -> np.ndarray:
+        """log r(z) at the rows of z (unit vectors), per unit area of S^{D-1}."""
+        points = np.asarray(z, dtype=np.float64).reshape(-1, self.cov.shape[0])
+        D = points.shape[1]
+        A, B, C = self._forms(points)
+        _, log_det = np.linalg.slogdet(self.cov)
+        return np.asarray(
+            -0.5 * D * math.log(2.0 * math.pi)
+            - 0.5 * log_det
+            - 0.5 * C
+            - 0.5 * D * np.log(A)
+            + log_radial_integral(B / np.sqrt(A), D)
+        )
+
+    def sample(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
+        """(n, D) draws, unit vectors."""
+        generator = np.random.default_rng(rng)
+        x = (
+            self.mean
+            + generator.standard_normal((n, self.cov.shape[0])) @ linalg.cholesky(self.cov, lower=True).T
+        )
+        return np.asarray(x / np.linalg.norm(x, axis=1, keepdims=True))
+
+
+def fit_projected_normal(
     z: ArrayLike | torch.Tensor,
     *,
     shrinkage: float | None = None,
     normalize: bool = True,
-    max_iter: int = 200,
-    tol: float = 1e-7,
-) -> np.ndarray:
-    """Tyler's (1987) estimate of the angular central Gaussian's Sigma, shrunk towards I.
+    max_iter: int = 100,
+    tol: float = 1e-5,
+) -> ProjectedNormal:
+    """Maximum-likelihood PN(m, Sigma) by EM over the lost radius, Sigma shrunk towards I.
 
-    Fixed point Sigma = (1 - a) (D / N) sum_i z_i z_i' / (z_i' Sigma^-1 z_i) + a I, with
-    trace(Sigma) = D (the ACG does not depend on the scale of Sigma). Without shrinkage
-    (a = 0) this is the maximum-likelihood estimate, which needs N > D points in general
-    position; the default a = min(1, D / N) keeps it well conditioned.
+    The radius r of x = r z has posterior density proportional to
+    r^(D-1) exp(-A r^2 / 2 + B r), whose moments are ratios of J integrals:
+    E[r] = J_(D+1)(a) / (J_D(a) sqrt(A)), E[r^2] = J_(D+2)(a) / (J_D(a) A), a = B / sqrt(A).
+    The M-step is m = mean(E[r] z), Sigma = mean(E[r^2] z z') - m m', then
+    Sigma <- (1 - s) Sigma + s (trace(Sigma) / D) I with s = min(1, D / N) by default (so
+    that few samples give a reference close to uniform). With m held at 0 this is Tyler's
+    (1987) fixed point for the angular central Gaussian. PN(c m, c^2 Sigma) is the same
+    law for every c > 0; the fit keeps trace(Sigma) = D.
 
     Args:
         z: (N, D) points (L2-normalised here when ``normalize``).
-        shrinkage: a in [0, 1]; None for min(1, D / N).
+        shrinkage: s in [0, 1]; None for min(1, D / N).
         normalize: project the rows onto the sphere first.
-        max_iter, tol: iteration limit and relative change (Frobenius) to stop at.
-
-    Returns:
-        (D, D) symmetric positive-definite Sigma with trace D.
+        max_iter, tol: iteration limit and relative change of (m, Sigma) to stop at.
     """
     points = _check_points(z, 1, normalize)
     n, D = points.shape
-    a = min(1.0, D / n) if shrinkage is None else float(shrinkage)
-    if not 0.0 <= a <= 1.0:
+    s = min(1.0, D / n) if shrinkage is None else float(shrinkage)
+    if not 0.0 <= s <= 1.0:
         raise ValueError(f"shrinkage must lie in [0, 1]; got {shrinkage}.")
-    sigma = np.eye(D)
-    if a == 1.0:
-        return sigma
+    model = ProjectedNormal(np.zeros(D), np.eye(D))
     for _ in range(max_iter):
-        quad = _acg_quadratic_forms(points, sigma)
-        update = (points / quad[:, None]).T @ points * (D / n)
-        update = (1.0 - a) * update + a * np.eye(D)
-        update *= D / np.trace(update)
-        change = np.linalg.norm(update - sigma) / np.linalg.norm(sigma)
-        sigma = 0.5 * (update + update.T)
-        if change < tol:
+        A, B, _ = model._forms(points)
+        a = B / np.sqrt(A)
+        log_j = log_radial_integral(a, D)
+        r1 = np.exp(log_radial_integral(a, D + 1) - log_j) / np.sqrt(A)
+        r2 = np.exp(log_radial_integral(a, D + 2) - log_j) / A
+        mean = np.mean(r1[:, None] * points, axis=0)
+        cov = (points * r2[:, None]).T @ points / n - np.outer(mean, mean)
+        cov = (1.0 - s) * cov + s * (np.trace(cov) / D) * np.eye(D)
+        scale = math.sqrt(D / np.trace(cov))
+        mean, cov = mean * scale, 0.5 * (cov + cov.T) * scale * scale
+        change = np.linalg.norm(cov - model.cov) + np.linalg.norm(mean - model.mean)
+        model = ProjectedNormal(mean, cov)
+        if change < tol * math.sqrt(D):
             break
-    return sigma
-
-
-def _acg_quadratic_forms(z: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """z_i' Sigma^-1 z_i for every row, through a Cholesky factor of Sigma."""
-    factor = linalg.cholesky(sigma, lower=True)
-    whitened = linalg.solve_triangular(factor, z.T, lower=True)
-    return np.asarray(np.sum(whitened * whitened, axis=0))
-
-
-def acg_log_density(z: ArrayLike, sigma: ArrayLike) -> np.ndarray:
-    """log r(z) of the angular central Gaussian ACG(Sigma) on S^{D-1} (per unit surface area).
-
-    r(z) = |Sigma|^(-1/2) (z' Sigma^-1 z)^(-D/2) / |S^{D-1}| for unit z; Sigma = I is uniform.
-    """
-    points = np.asarray(z, dtype=np.float64)
-    cov = np.asarray(sigma, dtype=np.float64)
-    D = points.shape[-1]
-    if cov.shape != (D, D):
-        raise ValueError(f"sigma must be ({D}, {D}) for points of dimension {D}; got {cov.shape}.")
-    _, log_det = np.linalg.slogdet(cov)
-    quad = _acg_quadratic_forms(points.reshape(-1, D), cov)
-    log_r = -log_sphere_area(D) - 0.5 * log_det - 0.5 * D * np.log(quad)
-    return np.asarray(log_r.reshape(points.shape[:-1]))
-
-
-def sample_acg(sigma: ArrayLike, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
-    """n draws of ACG(Sigma): x / |x| for x ~ N(0, Sigma); an (n, D) array of unit vectors."""
-    cov = np.asarray(sigma, dtype=np.float64)
-    generator = np.random.default_rng(rng)
-    x = generator.standard_normal((n, cov.shape[0])) @ linalg.cholesky(cov, lower=True).T
-    return np.asarray(x / np.linalg.norm(x, axis=1, keepdims=True))
+    return model
 
 
 def entropy_deficit(
@@ -284,9 +342,9 @@ def entropy_deficit(
     log_rho_cap = _log_cap_area(rho, D)
     max_entropy = log_sphere_area(D)
     knn_entropy = float(special.digamma(n) - special.digamma(k) + np.mean(log_rho_cap))
-    sigma = fit_acg(points, normalize=False)
-    reference_term = float(np.mean(acg_log_density(points, sigma))) + max_entropy
-    reference = sample_acg(sigma, n - 1, rng)
+    fitted = fit_projected_normal(points, normalize=False)
+    reference_term = float(np.mean(fitted.log_density(points))) + max_entropy
+    reference = fitted.sample(n - 1, rng)
     nu = np.maximum(_knn_distance(points, reference, k, same=False), 1e-300)
     # Wang-Kulkarni-Verdu with M = N - 1 reference points: the log(M / (N - 1)) term is 0.
     remainder = float(np.mean(_log_cap_area(nu, D) - log_rho_cap))
