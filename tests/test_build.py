@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from mmcr.build import choose_loader, load_data, load_test
+from mmcr.build import choose_loader, load_data, load_test, load_test_stream
 from mmcr.config import build_config
 
 try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
@@ -42,8 +42,12 @@ def test_the_streamed_data_holds_labels_and_a_monitor_sample_only(tmp_path: Path
     assert len(data.memory) == 4 and len(data.val) == 3
     assert data.memory.images.shape == (4, 3, 16, 16) and data.memory.images.dtype == torch.uint8
     assert set(data.val.labels.tolist()) <= set(whole.val.labels.tolist())
-    test = load_test(cfg)
-    assert test.images.shape == (15, 3, 16, 16) and test.labels.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    assert data.stream_memory is not None and data.stream_val is not None
+    assert (len(data.stream_memory), len(data.stream_val)) == (27, 3)
+    assert torch.equal(data.stream_val.labels, whole.val.labels)
+    test, test_files = load_test(cfg), load_test_stream(cfg)
+    assert test.images.shape == (4, 3, 16, 16)  # the monitor's sample; the files are all of the split
+    assert test_files is not None and test_files.labels.tolist() == [0] * 5 + [1] * 5 + [2] * 5
 
 
 def test_streaming_a_data_set_that_is_read_whole_is_refused() -> None:

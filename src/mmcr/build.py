@@ -75,6 +75,8 @@ class Data:
     channels: int
     num_classes: int
     stream: StreamedSplit | None = None  # the streaming path: the pretraining images, read from files
+    stream_memory: StreamedSplit | None = None  # the streaming path: all of memory's split, for evaluation
+    stream_val: StreamedSplit | None = None  # the streaming path: all of val's split, for evaluation
 
 
 def _load(cfg: PretrainConfig, split: str) -> ImageDataset:
@@ -172,6 +174,8 @@ def _load_streamed(cfg: PretrainConfig) -> Data:
         channels=info.channels,
         num_classes=len(combined.classes),
         stream=train,
+        stream_memory=labelled.subset(train_idx),
+        stream_val=labelled.subset(val_idx),
     )
 
 
@@ -262,15 +266,16 @@ def _load_memory(cfg: PretrainConfig) -> Data:
 def load_test(cfg: PretrainConfig) -> ImageDataset:
     """The data set's test split, read as the training split was (same folder and image size).
 
-    On the streaming path the test images are decoded by DataLoader workers at the crop
-    size (the size of the evaluation view).
+    On the streaming path this is a seeded sample of at most ``monitor_size`` test images,
+    decoded by DataLoader workers at the crop size (the size of the evaluation view); the
+    whole split is :func:`load_test_stream`'s.
     """
-    if choose_loader(cfg) == "stream":
-        info = dataset_info(cfg.dataset)
-        index = _index(cfg, "test")
-        _report_empty(index)
-        split = StreamedSplit(index, np.arange(len(index), dtype=np.int64), info.channels)
-        return read_streamed(split, augment_config(cfg).crop_size, loader_options(cfg), info.name)
+    split = load_test_stream(cfg)
+    if split is not None:
+        generator = torch.Generator().manual_seed(cfg.seed)
+        rows = torch.randperm(len(split), generator=generator)[: cfg.monitor_size].sort().values
+        size, name = augment_config(cfg).crop_size, dataset_info(cfg.dataset).name
+        return read_streamed(split.subset(rows), size, loader_options(cfg), name)
     if choose_loader(cfg) == "cache":
 
         def build() -> tuple[dict[str, ImageDataset], dict[str, Any]]:
@@ -278,6 +283,15 @@ def load_test(cfg: PretrainConfig) -> ImageDataset:
 
         return _shared_cache(_cache_key(cfg, "test"), build, cfg)[0]["test"]
     return _load(cfg, "test")
+
+
+def load_test_stream(cfg: PretrainConfig) -> StreamedSplit | None:
+    """The test split's files on the streaming path (``None`` on the others)."""
+    if choose_loader(cfg) != "stream":
+        return None
+    index = _index(cfg, "test")
+    _report_empty(index)
+    return StreamedSplit(index, np.arange(len(index), dtype=np.int64), dataset_info(cfg.dataset).channels)
 
 
 def augment_config(cfg: PretrainConfig) -> AugmentConfig:

@@ -26,16 +26,19 @@ import torch
 
 from mmcr.build import (
     Checkpoint,
+    Data,
     augment_config,
     build_network,
     load_data,
     load_test,
+    load_test_stream,
     load_weights,
+    loader_options,
     resolve_device,
 )
 from mmcr.config import PretrainConfig, build_config
-from mmcr.data import MultiViewAugment
-from mmcr.evaluation.embed import batched_apply, view_geometry
+from mmcr.data import ImageDataset, MultiViewAugment
+from mmcr.evaluation.embed import batched_apply, streamed_apply, view_geometry
 from mmcr.evaluation.knn import knn_accuracy, select_knn
 from mmcr.evaluation.linear_probe import PROBE_WEIGHT_DECAYS, evaluate_linear_probe
 from mmcr.geometry.metrics import effective_rank
@@ -73,19 +76,14 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
 
     data = load_data(cfg)
     test = load_test(cfg)
-    aug = augment_config(cfg)
     network = build_network(cfg, data.channels).to(device)
     if checkpoint is not None and mode == "trained":
         load_weights(network, checkpoint.model, options.checkpoint or "the checkpoint")
     network.eval()
     features = _flatten if mode == "raw-pixels" else network.encoder
 
-    _log(
-        f"[eval] embedding {len(data.memory)} train / {len(data.val)} val / {len(test)} test images ({mode})"
-    )
-    train = (batched_apply(features, data.memory.images, aug, device=device), data.memory.labels)
-    val = (batched_apply(features, data.val.images, aug, device=device), data.val.labels)
-    f_test = batched_apply(features, test.images, aug, device=device)
+    sizes, embedded = _embed_splits(features, data, test, cfg, device, mode)
+    train, val, (f_test, test_labels) = embedded["train"], embedded["val"], embedded["test"]
     results: dict[str, Any] = {
         "mode": mode,
         "checkpoint": options.checkpoint,
@@ -94,13 +92,13 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
         "objective": cfg.objective,
         "train_step": None if checkpoint is None else checkpoint.step,
         "feature_dim": int(train[0].shape[1]),
-        "num_train": len(data.memory),
-        "num_val": len(data.val),
-        "num_test": len(test),
-        "knn": _knn(train, val, (f_test, test.labels), data.num_classes),
+        "num_train": sizes["train"],
+        "num_val": sizes["val"],
+        "num_test": sizes["test"],
+        "knn": _knn(train, val, (f_test, test_labels), data.num_classes),
     }
     if options.probe:
-        results["linear_probe"] = _probe(train, val, (f_test, test.labels), data.num_classes, options)
+        results["linear_probe"] = _probe(train, val, (f_test, test_labels), data.num_classes, options)
     results["feature_effective_rank"] = effective_rank(f_test[:4096])
     if mode != "raw-pixels":
         results["geometry"] = embedding_geometry(network, test.images, cfg, options, device)
@@ -156,6 +154,32 @@ def _flatten(x: torch.Tensor) -> torch.Tensor:
 
 
 Split = tuple[torch.Tensor, torch.Tensor]  # features (N, F), labels (N,)
+
+
+def _embed_splits(
+    features: Any, data: Data, test: ImageDataset, cfg: PretrainConfig, device: torch.device, mode: str
+) -> tuple[dict[str, int], dict[str, Split]]:
+    """Features and labels of the train (kNN memory), val and test splits, and their sizes.
+
+    On the streaming path every image of a split is read from its file as it is embedded
+    (``data.memory``, ``data.val`` and ``test`` are then only samples for the monitor).
+    """
+    aug, options = augment_config(cfg), loader_options(cfg)
+    parts = {
+        "train": (data.memory, data.stream_memory),
+        "val": (data.val, data.stream_val),
+        "test": (test, load_test_stream(cfg)),
+    }
+    sizes = {name: len(whole if stream is None else stream) for name, (whole, stream) in parts.items()}
+    counts = f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test"
+    _log(f"[eval] embedding {counts} images ({mode})")
+    embedded: dict[str, Split] = {}
+    for name, (whole, stream) in parts.items():
+        if stream is None:
+            embedded[name] = (batched_apply(features, whole.images, aug, device=device), whole.labels)
+        else:
+            embedded[name] = (streamed_apply(features, stream, aug, options, device=device), stream.labels)
+    return sizes, embedded
 
 
 def _knn(train: Split, val: Split, test: Split, classes: int) -> dict[str, Any]:

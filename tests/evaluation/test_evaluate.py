@@ -150,3 +150,24 @@ def test_linear_probe_warm_start_reaches_the_same_optimum() -> None:
     warm = fit_linear_probe(x, y, 3, weight_decay=1e-2, init=other)
     # logits are defined up to a shared constant per sample (the bias is not regularised)
     assert torch.allclose(cold.logits(x).softmax(1), warm.logits(x).softmax(1), atol=1e-3)
+
+
+def test_eval_embeds_every_image_of_a_streamed_data_set(tmp_path: Path) -> None:
+    from mmcr.evaluate import EvalOptions, evaluate
+
+    try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
+        from image_trees import make_tree
+    except ImportError:  # pragma: no cover - layout with tests/__init__.py
+        from tests.image_trees import make_tree  # type: ignore[no-redef]
+
+    tree = make_tree(tmp_path / "tree", per_class=10)
+    recipe = tmp_path / "folder.toml"
+    recipe.write_text(
+        f'dataset = "imagefolder"\ndata_dir = "{tree}"\nimage_size = 16\ncrop_size = 16\n'
+        'loader = "stream"\nnum_workers = 0\nmonitor_size = 4\n'
+    )
+    out = str(tmp_path / "eval")
+    results = evaluate(EvalOptions(config=str(recipe), raw_pixels=True, out=out, probe=False, report=False))
+    # all of each split, not the monitor's samples of 4
+    assert (results["num_train"], results["num_val"], results["num_test"]) == (27, 3, 15)
+    assert results["knn"]["test_accuracy"] == 1.0  # the classes differ in colour

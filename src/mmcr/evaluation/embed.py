@@ -1,4 +1,8 @@
-"""Turning stored images into features and embeddings: batched inference on plain and augmented views."""
+"""Turning images into features and embeddings: batched inference on plain and augmented views.
+
+Images held in memory go through :func:`batched_apply`; images of a streamed data set are
+read from their files by DataLoader workers in :func:`streamed_apply`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import Callable
 import torch
 
 from mmcr.data import AugmentConfig, plain_view
+from mmcr.data.stream import LoaderOptions, SquareDataset, StreamedSplit, make_loader
 
 
 @torch.no_grad()
@@ -26,6 +31,30 @@ def batched_apply(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out.append(fn(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+@torch.no_grad()
+def streamed_apply(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    split: StreamedSplit,
+    config: AugmentConfig,
+    options: LoaderOptions,
+    *,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """:func:`batched_apply` on images read from their files by DataLoader workers.
+
+    The workers decode each file's centre square at the crop size; only the features are
+    kept, so memory does not grow with the split. Returns a CPU float32 tensor, in the
+    split's order.
+    """
+    dataset = SquareDataset(split, config.crop_size, options.skip_bad)
+    batches = [list(range(s, min(s + batch_size, len(split)))) for s in range(0, len(split), batch_size)]
+    out = []
+    for images, _labels, _skipped in make_loader(dataset, batches, options):
+        out.append(fn(plain_view(images.to(device), config)).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
