@@ -11,7 +11,8 @@ workers, the images/s that deliver K = 2 views of 224 px:
 - ``stream``: this package's streaming path (:class:`mmcr.data.stream.CropDataset`:
   JPEG draft decoding, K crops cut at 224 px as uint8);
 - ``cache``: the decoded uint8 cache (images stored once at 256 px, memory-mapped),
-  gathered and cropped in batches by :class:`~mmcr.data.MultiViewAugment` (crop only).
+  gathered and cropped in batches by :class:`~mmcr.data.MultiViewAugment` (crop only), in
+  the main process with as many threads as the other paths have workers.
 
 The decode share is the part of a streamed (or baseline) image's time spent in PIL's
 decoder, timed in the main process. The memory measurement runs ``mmcr pretrain`` on the
@@ -157,7 +158,10 @@ def throughput(tree: Path, cache_dir: Path, workers: int, batch_size: int, n_bat
         for b in keys:
             yield crop_only(images[torch.tensor(sorted(b))], VIEWS, generator=generator)
 
+    # no worker processes on this path: the main process gets the workers' cores as threads
+    torch.set_num_threads(max(1, workers))
     cache = _rate(cached_batches(), n_batches, batch_size)
+    torch.set_num_threads(1)
     return {
         "images": n,
         "workers": workers,
