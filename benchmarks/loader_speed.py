@@ -178,8 +178,7 @@ def decode_share(index: Any, samples: int) -> dict[str, float]:
     """Share of one image's time spent in PIL's decoder: streamed (draft) and baseline (full)."""
     from PIL import Image
 
-    from mmcr.data.augment.sampling import sample_crops
-    from mmcr.data.stream import crop_generator
+    from mmcr.data.stream import crop_generator, draw_crops
     from mmcr.data.stream.decode import _draft, oriented_size
 
     config = preset("imagenet", crop_size=CROP)
@@ -190,10 +189,8 @@ def decode_share(index: Any, samples: int) -> dict[str, float]:
     def stream_decode(i: int) -> None:
         with Image.open(index.path(i)) as img:  # the decode CropDataset makes for key (0, i)
             height, width, _ = oriented_size(img)
-            boxes = sample_crops(
-                VIEWS, height, width, config.crop_scale, config.crop_ratio,
-                crop_generator(0, 0, i), torch.device("cpu"),
-            )
+            generator = crop_generator(0, 0, i)
+            boxes = draw_crops(generator, VIEWS, height, width, config.crop_scale, config.crop_ratio)
             reduce = max(1.0, float(boxes[:, 2:].min()) / CROP)
             _draft(img, 3, (math.ceil(img.size[0] / reduce), math.ceil(img.size[1] / reduce)))
             img.convert("RGB")
