@@ -85,7 +85,14 @@ def write_json(path: str | Path, data: Any, *, sort_keys: bool = False) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON value in ``path``; a file that is not JSON is a ValueError naming the file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"{path} is not valid JSON ({exc}); it is corrupt or was cut short: "
+            "restore it, or delete it and rerun the command that writes it"
+        ) from None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

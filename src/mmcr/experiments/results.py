@@ -71,9 +71,16 @@ def load_meta(sweep_dir: Path) -> dict[str, Any]:
             f"{sweep_dir} is not a sweep directory: it has no {SWEEP_FILE} "
             "(written by mmcr sweep double-descent / scaling)"
         )
-    meta: dict[str, Any] = read_json(path)
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} holds no sweep description (a JSON object); it is corrupt.")
     if meta.get("kind") not in SWEEP_KINDS:
         raise ValueError(f"{path} names an unknown sweep kind {meta.get('kind')!r}.")
+    if not isinstance(meta.get("spec"), dict):
+        raise ValueError(
+            f"{path} has no 'spec' (the sweep's resolved specification); it is corrupt or was "
+            "not written by mmcr sweep: rerun the sweep's command to rewrite it"
+        )
     return meta
 
 

@@ -1,0 +1,39 @@
+"""The run-folder records: a corrupt JSON file is a sentence naming it, not a parser traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmcr.experiments.results import SWEEP_FILE, load_meta
+from mmcr.records import read_json, write_json
+
+
+def test_read_json_round_trips_and_names_a_corrupt_file(tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    write_json(good, {"a": [1, 2]})
+    assert read_json(good) == {"a": [1, 2]}
+    cut = tmp_path / "cut.json"
+    cut.write_text('{"a": [1,')
+    with pytest.raises(ValueError, match=r"cut\.json is not valid JSON .*rerun the command"):
+        read_json(cut)
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match=r"binary\.json is not valid JSON"):
+        read_json(binary)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("{", "is not valid JSON"),
+        ("[1]", "holds no sweep description"),
+        ('{"kind": "nope"}', "unknown sweep kind 'nope'"),
+        ('{"kind": "scaling"}', "has no 'spec'"),
+    ],
+)
+def test_a_corrupt_sweep_file_is_refused_with_its_name(tmp_path: Path, text: str, match: str) -> None:
+    (tmp_path / SWEEP_FILE).write_text(text)
+    with pytest.raises(ValueError, match=match):
+        load_meta(tmp_path)
