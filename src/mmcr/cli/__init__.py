@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "mmcr.cli.export",
     "mmcr.cli.embed",
     "mmcr.cli.geometry",
+    "mmcr.cli.data",
 )
 
 
