@@ -47,6 +47,20 @@ def test_a_bad_recipe_names_its_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     recipe.write_text("epochs = [\n")
     assert main(["pretrain", "--config", str(recipe)]) == 2
     assert f"recipe {recipe} is not valid TOML" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "where"), [("a: [\n", "line 2, column 1"), ("lr: 1\n  x: 2\n", "line 2, column 4")]
+)
+def test_a_bad_yaml_recipe_is_one_line_with_its_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, where: str
+) -> None:
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text(text)
+    assert main(["pretrain", "--config", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"recipe {recipe} is not valid YAML" in err and where in err
+    assert len(err.splitlines()) == 1
     yaml_recipe = tmp_path / "broken.yaml"
     yaml_recipe.write_text("epochs: [1\n")
     assert main(["pretrain", "--config", str(yaml_recipe)]) == 2

@@ -258,6 +258,15 @@ def coerce(name: str, value: Any) -> Any:
     return value
 
 
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML parser error on one line: the problem and where (PyYAML's text spans lines)."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
+
+
 def load_recipe(path: str | Path) -> dict[str, Any]:
     """Read a TOML or YAML recipe into a flat dict, checking every key."""
     path = Path(path)
@@ -270,7 +279,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ValueError(f"recipe {path} is not valid YAML: {exc}") from exc
+            raise ValueError(f"recipe {path} is not valid YAML: {_yaml_problem(exc)}") from None
     else:
         try:
             data = tomllib.loads(text)
