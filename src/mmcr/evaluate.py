@@ -106,6 +106,8 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
             "[eval] geometry of test embeddings: "
             + ", ".join(f"{k} {v:.4f}" for k, v in results["geometry"].items())
         )
+        results["mi_reliability"] = _mi_reading(results["geometry"])
+        _log(f"[eval] MI bound: {results['mi_reliability']}")
     results["seconds"] = time.perf_counter() - t0
     write_json(out / "eval.json", results)
     if options.report:
@@ -115,6 +117,20 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
         write_report(results, out, run_dir=run_dir)
     _log(f"[eval] wrote {out / 'eval.json'}")
     return results
+
+
+def _mi_reading(geometry: dict[str, float]) -> str:
+    """The MI bound read below the uniform maximum, and whether N images suffice for D."""
+    from mmcr.geometry.mutual_information import mi_reliability
+
+    n, dim = int(geometry["mi_n_samples"]), int(geometry["mi_dim"])
+    reliable, reason = mi_reliability(n, dim, geometry["mi_kappa"])
+    bound, gain = geometry["mi_lower_bound"], geometry["mi_reconstruction_gain"]
+    return (
+        f"{'reliable' if reliable else 'reliable: false'} ({reason}); bound {bound:.2f} = "
+        f"gain {gain:.2f} - entropy deficit {geometry['mi_entropy_deficit']:.2f} nats, "
+        "the gain being the most the bound can be at this alignment (uniform embeddings)"
+    )
 
 
 def _check_options(options: EvalOptions) -> None:
@@ -251,8 +267,20 @@ def embedding_geometry(
         device=device,
     )
     geometry["mi_lower_bound"] = mi["bound"]
-    for key in ("reconstruction", "entropy", "kappa"):
+    # The bound in nats below the uniform maximum (gain - deficit), the plain kNN bound,
+    # and whether the number of images suffices for the dimension (1.0 / 0.0).
+    for key in (
+        "reconstruction",
+        "entropy",
+        "kappa",
+        "reconstruction_gain",
+        "entropy_deficit",
+        "bound_knn",
+        "reliable",
+    ):
         geometry[f"mi_{key}"] = mi[key]
+    geometry["mi_dim"] = mi["dim"]
+    geometry["mi_n_samples"] = mi["n_samples"]
     geometry.update(exemplar_capacity(network, images, cfg, device))
     return geometry
 

@@ -110,6 +110,11 @@ def test_eval_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert 0.5 < results["linear_probe"]["test_accuracy"] <= 1.0
     assert {"alignment", "uniformity", "effective_rank", "ppe"} <= set(results["geometry"])
     assert {"mi_lower_bound", "mi_reconstruction", "mi_entropy", "mi_kappa"} <= set(results["geometry"])
+    geometry = results["geometry"]
+    gain, deficit = geometry["mi_reconstruction_gain"], geometry["mi_entropy_deficit"]
+    assert geometry["mi_lower_bound"] == pytest.approx(gain - deficit) and deficit >= 0.0
+    flag = "reliable: false" if geometry["mi_reliable"] == 0.0 else "reliable ("
+    assert geometry["mi_reliable"] in (0.0, 1.0) and results["mi_reliability"].startswith(flag)
     capacity = {f"exemplar_{k}" for k in ("capacity", "radius", "dimension", "center_correlation")}
     assert capacity <= set(results["geometry"]) and results["geometry"]["exemplar_capacity"] > 0
     report = (out / "eval" / "report.md").read_text()

@@ -88,6 +88,8 @@ class ValidationMonitor:
         if mi:
             out["val_mi_lower_bound"] = mi["bound"]
             out["val_mi_entropy"] = mi["entropy"]
+            out["val_mi_reconstruction_gain"] = mi["reconstruction_gain"]
+            out["val_mi_entropy_deficit"] = mi["entropy_deficit"]
         features = feats_val if len(feats_val) else feats_mem
         out["val_feature_effective_rank"] = effective_rank(features[:EFFECTIVE_RANK_SAMPLES])
         network.train(was_training)

@@ -196,9 +196,13 @@ def log_radial_integral(a: ArrayLike, order: int) -> np.ndarray:
     The integrand is log-concave with curvature >= 1, so Gauss-Legendre quadrature over
     +-40 Laplace half-widths around its mode (160 nodes) is accurate to rounding. J_n
     is the radial integral of the projected normal density; J_1(a) = sqrt(2 pi)
-    e^(a^2/2) Phi(a), J_2(a) = 1 + a J_1(a).
+    e^(a^2/2) Phi(a), J_2(a) = 1 + a J_1(a), and J_(n+2) = a J_(n+1) + n J_n.
     """
-    a = np.asarray(a, dtype=np.float64)
+    return _radial_integrals(np.asarray(a, dtype=np.float64), order)[0]
+
+
+def _radial_integrals(a: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """(log J_n(a), J_(n+1)(a) / J_n(a)) from one quadrature (module docstring of J)."""
     m = float(order) - 1.0
     mode = 0.5 * (a + np.sqrt(a * a + 4.0 * m))  # the root of m / s - s + a = 0
     if m == 0.0:
@@ -213,8 +217,10 @@ def log_radial_integral(a: ArrayLike, order: int) -> np.ndarray:
     if m > 0.0:
         log_f = log_f + m * np.log(np.maximum(s, 1e-300))
     peak = np.max(log_f, axis=-1, keepdims=True)
-    total = np.sum(weights * np.exp(log_f - peak), axis=-1)
-    return np.asarray(peak[..., 0] + np.log(total * half[..., 0]))
+    weighted = weights * np.exp(log_f - peak)
+    total = np.sum(weighted, axis=-1)
+    log_j = peak[..., 0] + np.log(total * half[..., 0])
+    return np.asarray(log_j), np.asarray(np.sum(weighted * s, axis=-1) / total)
 
 
 @dataclass(frozen=True)
@@ -295,9 +301,9 @@ def fit_projected_normal(
     for _ in range(max_iter):
         A, B, _ = model._forms(points)
         a = B / np.sqrt(A)
-        log_j = log_radial_integral(a, D)
-        r1 = np.exp(log_radial_integral(a, D + 1) - log_j) / np.sqrt(A)
-        r2 = np.exp(log_radial_integral(a, D + 2) - log_j) / A
+        ratio = _radial_integrals(a, D)[1]  # J_(D+1) / J_D; J_(D+2) / J_D = a ratio + D
+        r1 = ratio / np.sqrt(A)
+        r2 = (a * ratio + D) / A
         mean = np.mean(r1[:, None] * points, axis=0)
         cov = (points * r2[:, None]).T @ points / n - np.outer(mean, mean)
         cov = (1.0 - s) * cov + s * (np.trace(cov) / D) * np.eye(D)
