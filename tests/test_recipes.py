@@ -203,3 +203,30 @@ def test_recipe_runs_two_steps(path: Path, tmp_path: Path, restore_threads: None
             assert record["lr"] == pytest.approx(effective_lr(cfg))
         else:
             assert 0.0 < record["lr"] <= effective_lr(cfg)
+
+
+@pytest.mark.slow
+def test_the_imagenet100_recipe_streams_a_generated_tree(tmp_path: Path, restore_threads: None) -> None:
+    try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
+        from image_trees import make_tree
+    except ImportError:  # pragma: no cover - layout with tests/__init__.py
+        from tests.image_trees import make_tree  # type: ignore[no-redef]
+
+    from mmcr.build import choose_loader
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "imagenet100.toml"
+    recipe = build_config(path)
+    tree = make_tree(tmp_path / "tree", per_class=6, size=(90, 120))
+    overrides = {
+        **smoke_overrides(recipe, tmp_path / "run"),
+        "dataset": "imagefolder",
+        "data_dir": str(tree),
+        "num_workers": 0,
+        # the recipe's own loader choice (auto) with a budget these 18 images exceed
+        "memory_budget_gb": 1e-6,
+    }
+    cfg = build_config(path, overrides)
+    assert cfg.loader == recipe.loader == "auto" and choose_loader(cfg) == "stream"
+    state = load_checkpoint(pretrain(cfg))
+    assert state["step"] == 2 and ("momentum" in state) is recipe.momentum_encoder
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
