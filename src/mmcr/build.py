@@ -253,6 +253,7 @@ def _load_memory(cfg: PretrainConfig) -> Data:
             num_classes=memory.num_classes,
             name=memory.name,
             classes=memory.classes,
+            sources=memory.sources + tuple(f for e in extra for f in e.sources),
         )
     return Data(
         train=train,

@@ -184,3 +184,26 @@ def test_a_named_data_dir_is_used_or_refused(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("MMCR_DATA_DIR", "/usr/share/datasets/fashion-mnist")
     with pytest.raises(FileNotFoundError, match=str(empty)):
         load_dataset("fashion-mnist", "train", empty)
+
+
+def test_the_run_says_which_files_it_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
+        from image_trees import make_tree
+    except ImportError:  # pragma: no cover - layout with tests/__init__.py
+        from tests.image_trees import make_tree  # type: ignore[no-redef]
+
+    tree = make_tree(tmp_path / "tree", per_class=8)
+    cfg = config(
+        tmp_path / "run",
+        dataset="imagefolder",
+        augment="imagenet",
+        data_dir=str(tree),
+        image_size=16,
+        crop_size=16,
+        batch_size=8,
+        monitor_size=8,
+        max_steps=1,
+        loader="memory",
+    )
+    pretrain(cfg)
+    assert f"data read from: {tree / 'train'} (24 image files)" in capsys.readouterr().err

@@ -387,6 +387,8 @@ def _announce(cfg: PretrainConfig, state: TrainState, data: Data) -> None:
         f"{cfg.num_views} views, network {params:.2f}M parameters",
         file=sys.stderr,
     )
+    if data.train.sources:
+        print(f"data read from: {', '.join(data.train.sources)}", file=sys.stderr)
     if cfg.bf16 and state.device.type == "cpu" and not _native_cpu_bf16():
         print(
             "note: bf16 autocast on a CPU without native bf16 (no AVX512-BF16 or AMX) is emulated "

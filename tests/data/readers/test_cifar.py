@@ -68,6 +68,8 @@ def test_cifar10_reader(tmp_path: Path) -> None:
     np.testing.assert_array_equal(test.labels.numpy(), written["test_batch_labels"])
     assert train.classes is not None and train.classes[0] == "airplane"
     assert train.num_classes == 10
+    batches = tmp_path / "cifar-10-batches-py"
+    assert train.sources == tuple(str(batches / f"data_batch_{i}") for i in range(1, 6))
 
 
 def test_cifar10_channel_layout(tmp_path: Path) -> None:

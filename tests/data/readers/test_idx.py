@@ -102,6 +102,12 @@ def test_fashion_mnist_from_data_dir(tmp_path: Path, gz: bool) -> None:
     np.testing.assert_array_equal(test.labels.numpy(), arrays["t10k"][1])
     assert train.num_classes == 10 and train.classes is not None and len(train.classes) == 10
     assert train.name == "fashion-mnist"
+    suffix = ".gz" if gz else ""
+    assert train.sources == (
+        str(tmp_path / "fm" / f"train-images-idx3-ubyte{suffix}"),
+        str(tmp_path / "fm" / f"train-labels-idx1-ubyte{suffix}"),
+    )
+    assert train.subset([0, 1]).sources == train.sources  # what a run logs as read
 
 
 def test_fashion_mnist_from_env_subfolder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -49,6 +49,9 @@ def test_stl10_reader(tmp_path: Path) -> None:
     assert unlabeled.labels.tolist() == [-1] * 4
     both = load_dataset("stl10", "train+unlabeled", tmp_path)
     assert len(both) == 7 and both.labels[3:].tolist() == [-1] * 4
+    assert both.sources == tuple(
+        str(tmp_path / "stl10_binary" / f) for f in ("train_X.bin", "train_y.bin", "unlabeled_X.bin")
+    )
     np.testing.assert_array_equal(both.images[3:].numpy(), written["unlabeled"])
     resized = load_dataset("stl10", "test", tmp_path, image_size=64)
     assert resized.images.shape == (2, 3, 64, 64)

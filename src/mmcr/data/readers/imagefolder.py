@@ -144,6 +144,7 @@ def load_imagefolder(request: DatasetRequest) -> ImageDataset:
         num_classes=len(class_names),
         name=request.info.name,
         classes=class_names,
+        sources=(f"{class_root} ({len(files)} image files)",),
     )
 
 
