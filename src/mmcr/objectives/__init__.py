@@ -1,6 +1,7 @@
 """Self-supervised objectives on ``(B, K, D)`` multi-view projector outputs.
 
-MMCR (:class:`MMCRLoss`) and the baselines it is compared with. Every objective is an
+MMCR (:class:`MMCRLoss`) and the baselines it is compared with (X-CLR, :class:`XCLRLoss`,
+also takes the graph of the samples' classes or captions). Every objective is an
 :class:`Objective` (an ``nn.Module``) taking the raw projector outputs of ``B`` samples
 with ``K`` views each and returning a scalar; :func:`build_objective` makes one by its
 registered name, as recipes do, and :func:`register_objective` adds one.
@@ -13,6 +14,7 @@ from mmcr.objectives.registry import build_objective, objective_class, objective
 from mmcr.objectives.simclr import SimCLRLoss
 from mmcr.objectives.spectral import nuclear_norm
 from mmcr.objectives.vicreg import VICRegLoss
+from mmcr.objectives.xclr import XCLRLoss
 
 __all__ = [
     "BarlowTwinsLoss",
@@ -20,6 +22,7 @@ __all__ = [
     "Objective",
     "SimCLRLoss",
     "VICRegLoss",
+    "XCLRLoss",
     "build_objective",
     "nuclear_norm",
     "objective_class",

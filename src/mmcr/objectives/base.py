@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -23,6 +24,11 @@ class Objective(nn.Module):
         min_views: the fewest views per sample the objective accepts.
         uses_momentum: whether ``forward`` takes a second ``(B, K, D)`` argument, the same
             views through a momentum (EMA) network; the training loop then keeps one.
+        uses_labels: whether ``forward`` takes ``labels=``, the ``(B,)`` int64 class labels
+            of the samples. The training step then passes every batch's labels with its
+            views, and :meth:`bind_classes` receives the data set's class names once,
+            before the first step. Only such an objective sees labels; the others are
+            self-supervised.
 
     After each call, :attr:`components` holds detached scalar tensors for logging
     (``"loss"`` and the objective's own terms).
@@ -31,6 +37,7 @@ class Objective(nn.Module):
     name: ClassVar[str] = ""
     min_views: ClassVar[int] = 1
     uses_momentum: ClassVar[bool] = False
+    uses_labels: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -43,6 +50,16 @@ class Objective(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - the contract
         raise NotImplementedError
+
+    def bind_classes(
+        self, names: Sequence[str | None] | None, num_classes: int, *, dataset: str = ""
+    ) -> None:
+        """Receive the training data's classes before the first step (objectives with ``uses_labels``).
+
+        ``names`` are the class names indexed by label (``None`` where the data set has
+        none), ``num_classes`` their count and ``dataset`` the data set's name. The
+        default does nothing.
+        """
 
 
 def check_coefficient(name: str, value: float, *, positive: bool = False, note: str = "") -> float:

@@ -35,7 +35,7 @@ from mmcr.build import (
     resolve_device,
 )
 from mmcr.config import RESUMABLE_FIELDS, PretrainConfig, config_differences
-from mmcr.data import MultiViewAugment
+from mmcr.data import MultiViewAugment, dataset_info
 from mmcr.data.stream import CropDataset, PrecroppedAugment, make_loader, stream_batches
 from mmcr.evaluation.monitor import ValidationMonitor
 from mmcr.objectives.base import NonFiniteError
@@ -98,7 +98,20 @@ def _pretrain(cfg: PretrainConfig, resume: bool, overwrite: bool) -> Path:
         augment = MultiViewAugment(augment_config(cfg))
         # streamed batches come cropped by the workers: the step does the rest of the views
         step_augment = augment if data.stream is None else PrecroppedAugment(augment.config)
-        state = build_state(cfg, data.channels, len(data.train), device, step_augment)
+        state = build_state(
+            cfg,
+            data.channels,
+            len(data.train),
+            device,
+            step_augment,
+            classes=_class_names(cfg, data),
+            num_classes=data.num_classes,
+        )
+        if getattr(state.objective, "uses_labels", False) and data.stream is not None and cfg.skip_bad_images:
+            raise ValueError(
+                f"objective {cfg.objective!r} uses the images' labels, and skip_bad_images replaces an "
+                "unreadable file by another image, whose label it would not get: set skip_bad_images = false"
+            )
         ckpt_path = out / CHECKPOINT_NAME
         metrics = _resume(state, ckpt_path, is_main) if resume else {}
         if is_main:
@@ -108,6 +121,14 @@ def _pretrain(cfg: PretrainConfig, resume: bool, overwrite: bool) -> Path:
         if distributed:
             dist.barrier()
         return ckpt_path
+
+
+def _class_names(cfg: PretrainConfig, data: Data) -> list[str] | None:
+    """The training data's class names by label: the split's own, else its registry entry's."""
+    if data.train.classes is not None:
+        return list(data.train.classes)
+    names = dataset_info(cfg.dataset).class_names
+    return None if names is None else list(names)
 
 
 def _refuse_together(refused: ValueError | None, distributed: bool) -> None:
@@ -160,9 +181,16 @@ def _train(
     timer = _Rate(cfg.batch_size, state.step)
     skipped: set[int] = set()
     batches = _batches(state, data, skipped)
+    # only an objective that uses labels (X-CLR) gets the batch's labels with its views
+    uses_labels = getattr(state.objective, "uses_labels", False)
+    labelled = local_batches(state, len(data.train)) if uses_labels else None
     try:
         for images in batches:
-            loss, lr = train_step(state, images.to(device, non_blocking=True))
+            if labelled is None:
+                loss, lr = train_step(state, images.to(device, non_blocking=True))
+            else:
+                labels = data.train.labels[next(labelled)]
+                loss, lr = train_step(state, images.to(device, non_blocking=True), labels=labels)
             if state.step % cfg.log_every == 0 or state.step == schedule.total_steps:
                 record = _step_record(state, loss, lr, timer)
                 log.write(record)

@@ -12,7 +12,7 @@ random state needs saving, and resuming from any step follows the uninterrupted 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -74,9 +74,21 @@ class TrainState:
 
 
 def build_state(
-    cfg: PretrainConfig, in_channels: int, num_images: int, device: torch.device, augment: MultiViewAugment
+    cfg: PretrainConfig,
+    in_channels: int,
+    num_images: int,
+    device: torch.device,
+    augment: MultiViewAugment,
+    *,
+    classes: Sequence[str | None] | None = None,
+    num_classes: int | None = None,
 ) -> TrainState:
-    """The network, objective, optimiser and (if asked for) momentum copy of a recipe, on ``device``."""
+    """The network, objective, optimiser and (if asked for) momentum copy of a recipe, on ``device``.
+
+    An objective that uses labels (``uses_labels``, e.g. X-CLR) receives the training data's
+    class names ``classes`` and their count ``num_classes`` here, once
+    (:meth:`~mmcr.objectives.Objective.bind_classes`); the other objectives ignore them.
+    """
     network = build_network(cfg, in_channels).to(device)
     if cfg.channels_last:
         network = to_channels_last(network)  # type: ignore[assignment]
@@ -93,13 +105,21 @@ def build_state(
         model = nn.parallel.DistributedDataParallel(
             network, device_ids=[device.index] if device.type == "cuda" else None
         )
+    objective = build_loss(cfg)
+    if objective.uses_labels:
+        if num_classes is None:
+            raise ValueError(
+                f"objective {cfg.objective!r} uses the labels of the training images: "
+                "build_state needs num_classes (and the class names, classes)"
+            )
+        objective.bind_classes(classes, num_classes, dataset=cfg.dataset)
     return TrainState(
         cfg=cfg,
         schedule=Schedule.of(cfg, num_images),
         device=device,
         network=network,
         model=model,
-        objective=build_loss(cfg).to(device),
+        objective=objective.to(device),
         optimizer=make_optimizer(cfg, network),
         augment=augment,
         momentum=MomentumEncoder(network) if cfg.momentum_encoder else None,
@@ -153,13 +173,26 @@ class StepOutput(NamedTuple):
     lr: float  # the learning rate the step used
 
 
-def train_step(state: TrainState, images: torch.Tensor, phases: PhaseHook | None = None) -> StepOutput:
+def train_step(
+    state: TrainState,
+    images: torch.Tensor,
+    phases: PhaseHook | None = None,
+    labels: torch.Tensor | None = None,
+) -> StepOutput:
     """One optimiser step on this rank's uint8 images ``(B / W, C, H, W)``.
 
-    The objective checks its input is finite; a failure is re-raised naming the step.
+    ``labels`` ``(B / W,)`` are the images' classes, which only an objective with
+    ``uses_labels`` receives (with the views, ``objective(z, labels=...)``); for the others
+    they are not used. The objective checks its input is finite; a failure is re-raised
+    naming the step.
     """
     cfg = state.cfg
     mark = phases or (lambda phase: None)
+    uses_labels = getattr(state.objective, "uses_labels", False)
+    if uses_labels and labels is None:
+        raise ValueError(
+            f"objective {cfg.objective!r} uses the batch's labels: pass train_step(..., labels=...)"
+        )
     with torch.no_grad():
         generator = step_generator(cfg.seed, state.step, mdist.rank())
         views = state.augment(images, cfg.num_views, generator=generator)
@@ -176,7 +209,10 @@ def train_step(state: TrainState, images: torch.Tensor, phases: PhaseHook | None
     z = z.float().reshape(b, k, -1)
     mark("forward")
     try:
-        if z_momentum is None:
+        if uses_labels:
+            assert labels is not None
+            loss = state.objective(z, labels=labels.to(z.device, non_blocking=True))
+        elif z_momentum is None:
             loss = state.objective(z)
         else:
             loss = state.objective(z, z_momentum.float().reshape(b, k, -1))
