@@ -1,7 +1,8 @@
 """The objective comparison's plan: the methods, their budget, the runs of the lr search and of the seeds.
 
 Every method gets the base recipe's encoder, projector, augmentation, optimiser, batch size
-and number of steps; only the objective and, for MMCR, the number of views K differ. A run
+and number of steps; only the objective and, for MMCR, the number of views K differ (and
+X-CLR, alone, sees the class names: its targets come from their similarity). A run
 is a :class:`Job`; its folder is ``WORK/<method>_lr<lr>_s<seed>[_search]/``, a run folder
 of :mod:`mmcr.experiments.runner` whose done marker is ``summary.json``.
 """
@@ -17,7 +18,17 @@ from mmcr.build import load_data
 from mmcr.config import PretrainConfig, build_config, load_recipe
 from mmcr.experiments.runner import Run
 
-__all__ = ["LABELS", "METHODS", "CompareOptions", "Job", "Plan", "choose_lrs", "final_jobs", "plan"]
+__all__ = [
+    "LABELS",
+    "METHODS",
+    "OBJECTIVE_ARGS",
+    "CompareOptions",
+    "Job",
+    "Plan",
+    "choose_lrs",
+    "final_jobs",
+    "plan",
+]
 
 #: name -> (objective, K)
 METHODS: dict[str, tuple[str, int]] = {
@@ -27,6 +38,7 @@ METHODS: dict[str, tuple[str, int]] = {
     "simclr": ("simclr", 2),
     "barlow_twins": ("barlow_twins", 2),
     "vicreg": ("vicreg", 2),
+    "xclr": ("xclr", 2),
 }
 LABELS = {
     "mmcr_k2": "MMCR (K=2)",
@@ -35,6 +47,12 @@ LABELS = {
     "simclr": "SimCLR",
     "barlow_twins": "Barlow Twins",
     "vicreg": "VICReg",
+    "xclr": "X-CLR",
+}
+#: The objective_args of a method other than MMCR (the others take their defaults, {}).
+#: X-CLR's targets: the class-name graph (sentence embeddings of the data set's class names).
+OBJECTIVE_ARGS: dict[str, dict[str, Any]] = {
+    "xclr": {"graph": "class-names"},
 }
 #: A job's done marker: its training and evaluation numbers.
 SUMMARY_NAME = "summary.json"
@@ -170,7 +188,8 @@ def _run_overrides(
         progress=False,
     )
     if objective != "mmcr":
-        over.update(lmbda=0.0, objective_args={})  # the baselines' default hyper-parameters
+        # the baselines' default hyper-parameters (X-CLR: and where its graph comes from)
+        over.update(lmbda=0.0, objective_args=dict(OBJECTIVE_ARGS.get(method, {})))
     return over
 
 

@@ -16,7 +16,17 @@ from typing import Any
 
 import torch
 
-from mmcr.experiments.compare_plan import LABELS, METHODS, SPEC_NAME, SUMMARY_NAME, CompareOptions, Job, Plan
+from mmcr.experiments.compare_plan import (
+    LABELS,
+    METHODS,
+    OBJECTIVE_ARGS,
+    SPEC_NAME,
+    SUMMARY_NAME,
+    CompareOptions,
+    Job,
+    Plan,
+)
+from mmcr.objectives.graphs import DEFAULT_TEMPLATE
 
 __all__ = ["aggregate", "render_table"]
 
@@ -84,6 +94,8 @@ def _method_row(
         "seeds_failed": failed,
         "seeds_not_run": len(names) - len(ok) - failed,
     }
+    if m in OBJECTIVE_ARGS:  # what the method is given besides the images (X-CLR: its graph)
+        row["objective_args"] = dict(OBJECTIVE_ARGS[m])
     for key in _AVERAGED:
         row[key] = _mean_std([r.get(key) for r in ok])
     row["runs"] = ok
@@ -207,6 +219,7 @@ def _method_lines(results: dict[str, Any]) -> list[str]:
         f"{pr['probe_max_iter']} L-BFGS iterations). Mean ± std over seeds {results['seeds']}; "
         f"learning rate chosen per method by {pr['selection']} from {results['lrs']}.",
         "",
+        *_label_note(results),
         "| Method | K | lr | kNN test acc (%) | Linear probe test acc (%) | Eff. rank | PPE "
         "| img/s | s / epoch | seeds |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -223,6 +236,26 @@ def _method_lines(results: dict[str, Any]) -> list[str]:
             + " |"
         )
     return lines
+
+
+def _label_note(results: dict[str, Any]) -> list[str]:
+    """The caption's sentence on X-CLR, which alone sees label names (nothing without it)."""
+    row = results["methods"].get("xclr")
+    if row is None:
+        return []
+    args = row.get("objective_args") or {}
+    graph = args.get("graph", "class-names")
+    source = {
+        "class-names": "the cosine similarities of the class names' sentence embeddings "
+        f"(all-MiniLM-L6-v2, frozen, each name in the prompt \"{args.get('template', DEFAULT_TEMPLATE)}\")",
+        "matrix": "a class-similarity matrix from a file",
+        "identity": "the identity class graph (same class or not)",
+    }.get(graph, f"the {graph!r} graph")
+    return [
+        f"**X-CLR uses label names, which the other objectives do not see:** its soft targets come "
+        f"from the labels of the training images and {source}; every other method is self-supervised.",
+        "",
+    ]
 
 
 def _lr_search_lines(results: dict[str, Any]) -> list[str]:
