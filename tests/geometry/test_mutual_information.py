@@ -144,6 +144,9 @@ def test_bound_is_gain_minus_deficit_below_the_uniform_maximum() -> None:
     assert out["entropy"] == pytest.approx(out["max_entropy"] - out["entropy_deficit"])
     assert out["bound_knn"] == pytest.approx(out["reconstruction"] + out["entropy_knn"])
     assert out["entropy_deficit"] >= 0.0 and out["bound"] <= out["reconstruction_gain"]
+    optimism = (_DIM * (_DIM + 3) / 2 - 1) / (2 * _N)
+    assert out["deficit_fit_optimism"] == pytest.approx(optimism)
+    assert out["bound_debiased"] == pytest.approx(out["bound"] + optimism)
     # The two views of a uniform latent are uniform: the bound is the vMF channel's MI, less
     # the small loss of two noisy views, and close to the known answer.
     known = latent_views(_DIM, 4.0 * _DIM, 0.0, samples=50_000, rng=0)

@@ -103,8 +103,9 @@ def test_deficit_is_about_zero_for_uniform_points(dim: int) -> None:
     out = entropy_deficit(_uniform(n, dim, np.random.default_rng(dim)))
     assert out["deficit"] >= 0.0
     # The reference, fitted on the same points, over-fits by about its parameter count
-    # D (D + 3) / 2 over 2N nats: the deficit errs upwards, the bound downwards.
-    assert out["deficit"] < 0.05 + dim * (dim + 3) / (4 * n)
+    # over 2N nats (Wilks): the deficit errs upwards, the bound downwards, by that much.
+    assert out["fit_optimism"] == pytest.approx((dim * (dim + 3) / 2 - 1) / (2 * n))
+    assert abs(out["deficit"] - out["fit_optimism"]) < 0.05
     assert abs(out["deficit_knn"]) < 0.12
     assert out["max_entropy"] == log_sphere_area(dim)
 

@@ -26,11 +26,15 @@ density r on the sphere whose density is known in closed form:
 
 The first term is a plain sample mean, and a lower estimate of the deficit (Gibbs: it is
 the deficit minus KL(p || r)) when r is fixed; fitted on the same points it is optimistic
-by O(parameters / N), which raises the deficit. The second is >= 0 and small when r fits
-p; it is estimated by the kNN divergence estimator of Wang, Kulkarni and Verdu (2009)
-against N - 1 samples drawn from r, the same number as the sample has neighbours, so that
-its bias vanishes when p = r (both distances then have the same law). A negative estimate
-of it is set to 0 (the divergence cannot be negative), which can only raise the deficit.
+by about (parameters) / 2N = (D (D + 3) / 2 - 1) / 2N nats (Wilks), which raises the
+deficit: the bound then errs low, as a lower bound should. That amount is returned
+("fit_optimism"), so that it can be removed for an estimate that errs neither way.
+
+The second term is >= 0 and small when r fits p; it is estimated by the kNN divergence
+estimator of Wang, Kulkarni and Verdu (2009) against N - 1 samples drawn from r, the same
+number as the sample has neighbours, so that its bias vanishes when p = r (both distances
+then have the same law). A negative estimate of it is set to 0 (the divergence cannot be
+negative), which can only raise the deficit.
 
 r is the projected normal PN(m, Sigma), the law of x / |x| for x ~ N(m, Sigma), fitted by
 maximum likelihood (EM over the lost radius, :func:`fit_projected_normal`). Its density is
@@ -148,7 +152,11 @@ def _knn_distance(
             rows = np.arange(block.shape[0])
             block[rows, start + rows] = -np.inf
         # The k-th largest cosine is the k-th nearest point.
-        neighbour[start : start + block.shape[0]] = np.argpartition(-block, k - 1, axis=1)[:, k - 1]
+        if k == 1:
+            neighbour[start : start + block.shape[0]] = np.argmax(block, axis=1)
+        else:
+            block *= -1.0
+            neighbour[start : start + block.shape[0]] = np.argpartition(block, k - 1, axis=1)[:, k - 1]
     # The distance from the difference vector is exact even for very close points.
     chord = np.linalg.norm(queries - points[neighbour], axis=1)
     return np.asarray(2.0 * np.arcsin(np.clip(0.5 * chord, 0.0, 1.0)))
@@ -337,7 +345,9 @@ def entropy_deficit(
 
     Returns:
         {"deficit", "reference_term" (E_p[log r + log|S|]), "remainder" (the kNN estimate
-        of KL(p || r), before clipping at 0), "deficit_knn" (log|S| - H_knn),
+        of KL(p || r), before clipping at 0), "fit_optimism" ((D (D + 3) / 2 - 1) / 2N, the
+        expected amount by which fitting r on the same points raises the reference term,
+        hence the deficit; measured to match at N >= 4D), "deficit_knn" (log|S| - H_knn),
         "max_entropy" (log |S^{D-1}|)}.
     """
     points = _check_points(z, k, normalize)
@@ -354,8 +364,13 @@ def entropy_deficit(
     nu = np.maximum(_knn_distance(points, reference, k, same=False), 1e-300)
     # Wang-Kulkarni-Verdu with M = N - 1 reference points: the log(M / (N - 1)) term is 0.
     remainder = float(np.mean(_log_cap_area(nu, D) - log_rho_cap))
+    shrinkage = min(1.0, D / n)
+    # Wilks: the in-sample log-likelihood exceeds the best reference's by (parameters) / 2N
+    # on average; the parameters are m and a trace-normalised Sigma.
+    optimism = 0.0 if shrinkage >= 1.0 else (D * (D + 3) / 2 - 1) / (2 * n)
     return {
         "deficit": reference_term + max(remainder, 0.0),
+        "fit_optimism": optimism,
         "reference_term": reference_term,
         "remainder": remainder,
         "deficit_knn": max_entropy - knn_entropy,
