@@ -2,13 +2,14 @@
 
 For a manifold given by M points ``S_j`` in ``d = D + 1`` dimensions (the D intrinsic
 coordinates and the centre coordinate), and a Gaussian vector ``T``, the replica
-mean-field theory of Chung, Lee and Sompolinsky (PRX 8, 031003, 2018, Sec. III) needs
+mean-field theory of Chung, Lee and Sompolinsky (PRX 8, 031003, 2018, Sec. III A) needs
 
-    F(T) = min_V ||V - T||^2   subject to   V . S_j >= kappa  for every point j.
+    F(T) = min_V ||V - T||^2   subject to   V . S_j >= kappa  for every point j   (PRX eqs. 11-12).
 
-Its KKT conditions give ``V = T + lambda S~(T)`` with ``lambda = sum_j alpha_j >= 0`` and
-the anchor point ``S~(T) = sum_j alpha_j S_j / lambda``, a convex combination of the points
-(PRX eqs. 16-17); then ``F(T) = [max(kappa - T . S~, 0)]^2 / ||S~||^2``.
+Its KKT conditions (PRX eqs. 13-14) give ``V = T + lambda S~(T)`` with
+``lambda = sum_j alpha_j >= 0`` and the anchor point ``S~(T) = sum_j alpha_j S_j / lambda``, a
+convex combination of the points on the margin (a point of conv(S) with minimal overlap with
+V); then ``F(T) = [max(kappa - T . S~, 0)]^2 / ||S~||^2`` (PRX eqs. 16-17).
 
 The solver works on the dual, a non-negative quadratic programme in the multipliers,
 

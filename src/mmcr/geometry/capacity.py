@@ -14,19 +14,23 @@ Sompolinsky (Nat. Commun. 11, 746, 2020; "NC"):
 2. removal of the low-rank structure shared by the centres (NC Methods; see
    :mod:`mmcr.geometry.centers`);
 3. per-manifold normalisation: each manifold becomes its centre direction plus its
-   deviations, divided by the centre norm, in the ``D + 1`` frame of PRX eq. (1): points
-   ``S = (1, s)`` with the centre coordinate 1 and ``s`` the D intrinsic coordinates;
+   deviations, divided by the centre norm, in the ``D + 1`` frame of PRX eq. (1) with the
+   coordinates of PRX Sec. IV A: points ``S = (1, s)`` with the centre coordinate 1 and ``s``
+   the D intrinsic coordinates (PRX writes ``S = (s, 1)``, the centre coordinate last);
 4. anchor points ``S~(T) = (1, s~(T))`` for Gaussian ``T ~ N(0, I_{D+1})`` from the KKT
-   conditions of the min-distance problem (PRX eqs. 16-17; :mod:`mmcr.geometry.anchors`);
+   conditions of the min-distance problem (problem: PRX eqs. 11-12; KKT conditions: PRX
+   eqs. 13-14; :mod:`mmcr.geometry.anchors`);
 5. from the anchors, per manifold:
 
-   * capacity (PRX eqs. 16-17): ``1 / alpha_M = < [max(kappa - T . S~(T), 0)]^2 / ||S~(T)||^2 >_T``;
+   * capacity (PRX eq. 11 with eqs. 16-17; eq. 20 in the ``(s, 1)`` coordinates, where
+     ``||S~||^2 = 1 + ||s~||^2``): ``1 / alpha_M = < [max(kappa - T . S~(T), 0)]^2 / ||S~(T)||^2 >_T``;
    * anchor radius (PRX eq. 28): ``R_M^2 = < ||s~(T)||^2 >_T``;
    * anchor dimension (PRX eq. 29): ``D_M = < (t . s^(T))^2 >_T``, ``t`` the intrinsic part
      of ``T`` and ``s^`` the unit vector along ``s~``;
 
-   and over manifolds, the harmonic mean of the capacities (``1/alpha = mean_mu 1/alpha_mu``,
-   since the loads add: PRX Sec. VI, NC Methods) and the plain means of R_M and D_M.
+   and over manifolds, the harmonic mean of the capacities (``1/alpha = mean_mu 1/alpha_mu``:
+   the inverse capacity of a mixture of manifolds is the average of the inverse capacities,
+   PRX Sec. VI A, eq. 52; NC Methods) and the plain means of R_M and D_M.
 
 :func:`simulated_capacity` needs no theory: it finds the number of dimensions at which half
 of random dichotomies are separable (linear programmes), so that the mean-field numbers
@@ -37,7 +41,8 @@ Known biases, and what is done about them:
 * **Units of kappa.** The margin is in units of each manifold's (residual) centre norm:
   ``kappa = 1`` asks every point to lie one centre-norm unit beyond the hyperplane, where
   the field of a random unit readout on the centre has standard deviation one (the
-  normalisation of PRX, where the readout has norm sqrt(N) and the manifold axes norm 1).
+  normalisation of PRX eq. 2 and Secs. II-III, where the readout has norm sqrt(N), the basis
+  vectors of the manifolds norm 1 and the centre norm is 1).
   It is invariant to a global scale of the data; at ``kappa = 0`` the normalisation does
   not matter at all.
 * **Too few samples per manifold.** The convex hull of M samples is smaller than the
@@ -386,7 +391,8 @@ def capacity_vs_samples(
 def gardner_capacity(kappa: float = 0.0) -> float:
     """Capacity of points (M = 1): ``1 / alpha_0 = int_{-kappa}^inf Dt (t + kappa)^2`` (Gardner 1988).
 
-    The point limit of the mean-field capacity (PRX Sec. III, R_M -> 0); equals
+    PRX eq. (9) writes the same integral as ``int_{-inf}^{kappa} Dt (t - kappa)^2`` (t -> -t);
+    it is the point limit of the mean-field capacity (``s~ = 0`` in PRX eq. 20, R_M -> 0); equals
     ``1 / ((1 + kappa^2) Phi(kappa) + kappa phi(kappa))``, 2 at kappa = 0.
     """
     kappa = check_kappa(kappa)
@@ -404,7 +410,10 @@ def _gauss_square(a: float, b: float, c: float) -> float:
 
 
 def ball_capacity(radius: float, dimension: int, kappa: float = 0.0) -> float:
-    """Mean-field capacity of D-dimensional L2 balls of radius R (PRX Sec. IV A; D = 1: line segments).
+    """Mean-field capacity of D-dimensional L2 balls of radius R (PRX App. B 2, eq. B2; D = 1: line segments).
+
+    PRX eq. (B2) is the l2-ball case of its strictly convex formula, eq. (B1), and reproduces
+    Chung, Lee and Sompolinsky, Phys. Rev. E 93, 060301 (2016) (PRX ref. 15).
 
     With ``T = (t0, t)``, ``t0`` the centre component and ``x = ||t||`` chi-distributed with
     D degrees of freedom, the three regimes of the anchor point give
@@ -412,9 +421,9 @@ def ball_capacity(radius: float, dimension: int, kappa: float = 0.0) -> float:
         1 / alpha = < int_{kappa - x/R}^{kappa + R x} Dt0 (kappa + R x - t0)^2 / (1 + R^2)
                       + int_{-inf}^{kappa - x/R} Dt0 [(kappa - t0)^2 + x^2] >_x
 
-    (touching: the anchor on the sphere, opposite ``t``; fully embedded: the anchor inside).
-    For general manifolds the theory approximates ``alpha_M ~ alpha_Ball(kappa, R_M, D_M)``
-    (PRX Sec. V).
+    (touching: the anchor on the sphere, opposite ``t``; fully embedded: the anchor inside;
+    interior, ``t0 > kappa + R x``, adds nothing). For high-dimensional manifolds (D_M >> 1) the
+    theory approximates ``alpha_M ~ alpha_Ball(kappa, R_M, D_M)`` (PRX Sec. IV F, eq. 33).
     """
     kappa = check_kappa(kappa)
     if not (math.isfinite(radius) and radius >= 0):

@@ -4,8 +4,8 @@
 dichotomies (a +-1 label per manifold) it decides whether one hyperplane through the
 origin puts every point of every manifold on the side of its label, in a random Gaussian
 projection of the data to n dimensions, and finds the n at which half of the dichotomies
-are separable: the capacity is ``P / n`` there (Cover 1965 for points; PRX 8, 031003,
-2018, Sec. VII for manifolds).
+are separable: the capacity is ``P / n`` there (Cover 1965 for points, PRX eq. 5; for
+manifolds, the simulations of PRX 8, 031003, 2018, Sec. III E and its Supplemental Material).
 
 * Separability at ``kappa = 0`` is the feasibility of the linear programme
   ``y_mu w . x >= 1`` for all points (``scipy.optimize.linprog``, HiGHS).
