@@ -93,3 +93,5 @@ def test_geometry_command_line(checkpoint: Path, tmp_path: Path, capsys: pytest.
         measure_geometry(GeometryOptions(checkpoints=[str(checkpoint)], views=1))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         measure_geometry(GeometryOptions(checkpoints=[str(tmp_path / "missing.pt")]))
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        measure_geometry(GeometryOptions(checkpoints=[str(checkpoint)], out=str(checkpoint)))

@@ -45,7 +45,7 @@ from mmcr.build import augment_config, load_network, load_test, resolve_device
 from mmcr.data import MultiViewAugment, plain_view
 from mmcr.geometry.capacity import capacity_vs_samples, manifold_capacity
 from mmcr.geometry.dimension import participation_ratio
-from mmcr.records import write_json
+from mmcr.records import output_folder, write_json
 
 __all__ = ["GeometryOptions", "encoder_stages", "measure_geometry", "plot_geometry"]
 
@@ -232,8 +232,7 @@ def measure_geometry(options: GeometryOptions) -> dict[str, Any]:
     """Run the job; returns (and writes to ``options.out``) the results dict."""
     check_options(options)
     device = resolve_device(options.device)
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(options.out)
     results: dict[str, Any] = {
         "options": {**asdict(options), "kinds": list(options.kinds)},
         "checkpoints": [],

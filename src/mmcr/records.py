@@ -84,6 +84,21 @@ def write_json(path: str | Path, data: Any, *, sort_keys: bool = False) -> Path:
     return write_text(path, json.dumps(jsonable(data), indent=2, sort_keys=sort_keys) + "\n")
 
 
+def output_folder(out: str | Path, flag: str = "--out") -> Path:
+    """Create and return the folder ``out`` a command writes into, refusing what cannot be one.
+
+    An empty name (which would mean the current folder) and the name of an existing file
+    are ValueErrors that say so; a folder that cannot be created is an OSError naming it.
+    """
+    if str(out).strip() == "":
+        raise ValueError(f"{flag} is empty: name a folder for the results")
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{flag} {folder} is a file, not a folder: name a folder for the results")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def read_json(path: str | Path) -> Any:
     """The JSON value in ``path``; a file that is not JSON is a ValueError naming the file."""
     try:
