@@ -270,6 +270,48 @@ def rss_child(tree: str, cache_dir: str, steps: int, workers: int) -> None:
     print(json.dumps({"main_peak_rss_mb": own, "worker_peak_rss_mb": children}))
 
 
+def pss_child(entry: str, ready: str, go: str) -> None:
+    """Map a cache entry, touch every page, wait for the sibling; print its RSS and PSS in MB."""
+    from mmcr.data.stream import read_entry
+
+    found = read_entry(Path(entry))
+    assert found is not None, entry
+    images = found[0]["train"].images
+    total = int(images[:, 0, 0, 0].sum()) + int(images.sum(dtype=torch.int64))  # every page read
+    Path(ready).touch()
+    while not Path(go).exists():
+        time.sleep(0.05)
+    fields = dict(
+        line.split(":", 1) for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]
+    )
+    kb = {k: int(v.split()[0]) for k, v in fields.items() if k in ("Rss", "Pss")}
+    print(json.dumps({"rss_mb": kb["Rss"] / 1024, "pss_mb": kb["Pss"] / 1024, "checksum": total}))
+
+
+def shared_pages(cache_dir: Path) -> dict[str, Any]:
+    """RSS and PSS of two processes that map the same decoded cache entry at once."""
+    entries = sorted(p for p in cache_dir.glob("decoded-*") if p.is_dir())
+    if not entries:
+        return {}
+    entry = max(entries, key=lambda p: (p / "train.npy").stat().st_size)
+    with tempfile.TemporaryDirectory() as flags:
+        go = Path(flags) / "go"
+        children = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--pss-child", str(entry), f"{flags}/ready{i}", str(go)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        while not all((Path(flags) / f"ready{i}").exists() for i in range(2)):
+            time.sleep(0.05)
+        go.touch()
+        outputs = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
+    size_mb = (entry / "train.npy").stat().st_size / 2**20
+    return {"cache_file_mb": size_mb, "processes": outputs}
+
+
 def peak_rss(root: Path, cache_dir: Path, sizes: list[int], steps: int, workers: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for n in sizes:
@@ -299,7 +341,22 @@ def main() -> None:
     parser.add_argument(
         "--rss-child", nargs=4, metavar=("TREE", "CACHE", "STEPS", "WORKERS"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--pss-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--shared-only", action="store_true", help="only the two processes sharing the cache (into --json)"
+    )
     args = parser.parse_args()
+    if args.pss_child:
+        pss_child(*args.pss_child)
+        return
+    if args.shared_only:
+        shared = shared_pages(args.root / "cache")
+        print(json.dumps(shared, indent=2))
+        if args.json is not None and args.json.exists():
+            result = json.loads(args.json.read_text())
+            result["cache_shared_by_two_processes"] = shared
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+        return
     if args.rss_child:
         tree, cache, steps, workers = args.rss_child
         rss_child(tree, cache, int(steps), int(workers))
@@ -333,6 +390,7 @@ def main() -> None:
         "crop": CROP,
         "throughput": speed,
         "peak_rss": memory,
+        "cache_shared_by_two_processes": shared_pages(cache_dir),
         "rss_steps": args.rss_steps,
     }
     if args.json is not None:
