@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from mmcr.data import dataset_info
 from mmcr.experiments.compare_plan import (
     LABELS,
     METHODS,
@@ -136,7 +137,7 @@ def aggregate(
         },
         "model": {
             "dataset": base.dataset,
-            "augment": base.augment,
+            "augment": base.augment or dataset_info(base.dataset).augment,
             "encoder": base.encoder,
             "encoder_width": base.encoder_width,
             "encoder_args": base.encoder_args,
@@ -208,7 +209,7 @@ def _method_lines(results: dict[str, Any]) -> list[str]:
         + (f" (width {m['encoder_width']})" if m["encoder_width"] else "")
         + (f" {m['encoder_args']}" if m["encoder_args"] else "")
         + f", projector {m['projector_hidden']} -> {m['projector_dim']}, augmentation `{m['augment']}`"
-        + (", bf16" if m["bf16"] else "")
+        + (", bf16" if m["bf16"] else ", float32 (no bf16)")
         + ". **Budget, the same for every method:** "
         f"{b['steps']} optimiser steps at B = {b['batch_size']} images "
         f"({b['images_per_run']} images, {b['epochs']:.2f} epochs of {b['steps_per_epoch']} steps), "
