@@ -276,6 +276,7 @@ def embedding_geometry(
         "reconstruction_gain",
         "entropy_deficit",
         "bound_knn",
+        "bound_debiased",
         "reliable",
     ):
         geometry[f"mi_{key}"] = mi[key]
