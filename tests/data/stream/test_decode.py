@@ -69,3 +69,41 @@ def test_bad_files_raise_naming_the_file(tmp_path: Path) -> None:
     for name in ("zero.jpg", "junk.jpg", "cut.jpg"):
         with pytest.raises(BadImageError, match=rf"cannot decode image .*{name}.*skip_bad_images"):
             decode_crops(tmp_path / name, 8, 3, whole)
+
+
+def fake_simplejpeg() -> object:
+    """A stand-in for the optional simplejpeg (decode_jpeg via Pillow): the test runs without it."""
+    import io
+    import types
+
+    def decode_jpeg(data: bytes, colorspace: str, min_width: int = 0, min_height: int = 0) -> np.ndarray:
+        img = Image.open(io.BytesIO(data))
+        img.draft("RGB" if colorspace == "RGB" else "L", (min_width, min_height))
+        pixels = np.asarray(img.convert("RGB" if colorspace == "RGB" else "L"))
+        return pixels if pixels.ndim == 3 else pixels[..., None]
+
+    return types.SimpleNamespace(decode_jpeg=decode_jpeg)
+
+
+def test_the_simplejpeg_path_orients_and_scales_like_pillow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from mmcr.data.stream.decode import jpeg_decoder
+
+    monkeypatch.setitem(sys.modules, "simplejpeg", fake_simplejpeg())
+    assert jpeg_decoder() == "simplejpeg"
+    y, x = np.mgrid[0:300, 0:500]
+    pixels = np.stack([x * 255 // 500, y * 255 // 300, np.full_like(x, 90)], axis=-1).astype(np.uint8)
+    img = Image.fromarray(pixels)
+    exif = img.getexif()
+    for orientation in (1, 6, 3):
+        exif[0x0112] = orientation
+        img.save(tmp_path / "o.jpg", quality=95, exif=exif.tobytes())
+        box = lambda h, w: torch.tensor([[10, 20, h - 30, w - 40], [0, 0, 60, 50]])  # noqa: E731
+        fast = decode_crops(tmp_path / "o.jpg", 32, 3, box, decoder="simplejpeg").astype(np.float64)
+        plain = decode_crops(tmp_path / "o.jpg", 32, 3, box, decoder="pillow").astype(np.float64)
+        assert np.abs(fast - plain).max() <= 2.0, orientation
+    monkeypatch.setitem(sys.modules, "simplejpeg", None)  # not installed
+    assert jpeg_decoder() == "pillow"
