@@ -95,8 +95,9 @@ def jpeg_decoder() -> str:
     """The JPEG decoder of the streaming path: ``simplejpeg`` where installed, else ``pillow``.
 
     simplejpeg (libjpeg-turbo through a thinner binding) decoded the benchmark's JPEGs
-    about three times faster than Pillow here; the two give slightly different pixels, so
-    runs compared bit for bit need the same one.
+    about three times faster than Pillow here, with the same pixels on the benchmark's
+    JPEGs; other builds of the two may round differently, so runs compared bit for bit
+    should use the same one.
     """
     try:
         import simplejpeg  # noqa: F401
