@@ -191,12 +191,12 @@ def throughput(tree: Path, cache_dir: Path, workers: int, batch_size: int, n_bat
     }
 
 
-def decode_share(index: Any, samples: int) -> dict[str, float]:
+def decode_share(index: Any, samples: int) -> dict[str, Any]:
     """Share of one image's time spent in PIL's decoder: streamed (draft) and baseline (full)."""
     from PIL import Image
 
     from mmcr.data.stream import crop_generator, draw_crops
-    from mmcr.data.stream.decode import _draft, oriented_size
+    from mmcr.data.stream.decode import _draft, decode_square, jpeg_decoder, oriented_size
 
     config = preset("imagenet", crop_size=CROP)
     crops = CropDataset(StreamedSplit(index, np.arange(len(index)), 3), config, VIEWS, seed=0)
@@ -209,8 +209,15 @@ def decode_share(index: Any, samples: int) -> dict[str, float]:
             generator = crop_generator(0, 0, i)
             boxes = draw_crops(generator, VIEWS, height, width, config.crop_scale, config.crop_ratio)
             reduce = max(1.0, float(boxes[:, 2:].min()) / CROP)
-            _draft(img, 3, (math.ceil(img.size[0] / reduce), math.ceil(img.size[1] / reduce)))
-            img.convert("RGB")
+            request = (math.ceil(img.size[0] / reduce), math.ceil(img.size[1] / reduce))
+            if jpeg_decoder() == "simplejpeg":
+                import simplejpeg
+
+                data = index.path(i).read_bytes()
+                simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=request[0], min_height=request[1])
+            else:
+                _draft(img, 3, request)
+                img.convert("RGB")
 
     def full_decode(i: int) -> None:
         with Image.open(index.path(i)) as img:
@@ -227,7 +234,17 @@ def decode_share(index: Any, samples: int) -> dict[str, float]:
         for i in rows:
             fn(i)
         timed[name] = time.perf_counter() - start
+    decoders = {}
+    for name in ("pillow", "simplejpeg"):
+        if name == "simplejpeg" and jpeg_decoder() != "simplejpeg":
+            continue  # not installed
+        start = time.perf_counter()
+        for i in rows:
+            decode_square(index.path(i), CROP, 3, draft=False, decoder=name)
+        decoders[f"{name}_ms_per_image"] = 1000 * (time.perf_counter() - start) / samples
     return {
+        "decoder": jpeg_decoder(),
+        "full_decode_and_square": decoders,
         "stream": timed["stream_decode"] / timed["stream_item"],
         "baseline": timed["baseline_decode"] / timed["baseline_item"],
         "stream_ms_per_image": 1000 * timed["stream_item"] / samples,
@@ -374,6 +391,7 @@ def main() -> None:
     print(f"{'path':<20}{'images/s':>10}{'x baseline':>12}")
     for name in ("baseline", "stream", "cache", "cache_with_cpu_crop"):
         print(f"{name:<20}{rates[name]:>10.1f}{rates[name] / rates['baseline']:>12.2f}")
+    print(f"JPEG decoder of the streaming path: {share['decoder']}; {share['full_decode_and_square']}")
     print(
         f"decode share: stream {share['stream']:.0%} ({share['stream_ms_per_image']:.1f} ms/image), "
         f"baseline {share['baseline']:.0%} ({share['baseline_ms_per_image']:.1f} ms/image)"
