@@ -7,12 +7,42 @@ Visual Representations". ICML 2020, arXiv 2002.05709.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
 from mmcr.distributed import gather_with_grad
 from mmcr.objectives.base import Objective, check_coefficient, check_views, full_precision, normalize_views
 from mmcr.objectives.registry import register_objective
+
+
+class ViewLogProbs(NamedTuple):
+    """The NT-Xent quantities over the ``M = B K`` views of a batch (row ``i``: sample ``i // K``)."""
+
+    cosine: torch.Tensor  # (M, M) cosine similarities of the L2-normalised views
+    log_prob: torch.Tensor  # (M, M) log-softmax of cosine / temperature over all views but the row's own
+    self_pair: torch.Tensor  # (M, M) bool, the diagonal
+    positive: torch.Tensor  # (M, M) bool, the other views of the same sample
+    negative: torch.Tensor  # (M, M) bool, the views of the other samples
+
+
+def view_log_probs(z: torch.Tensor, temperature: float) -> ViewLogProbs:
+    """The predictions shared by NT-Xent and X-CLR, in float32 (or float64) for ``z`` ``(B, K, D)``.
+
+    Call it inside :func:`~mmcr.objectives.base.full_precision`: a softmax over many logits
+    must stay out of half precision and autocast.
+    """
+    z = z if z.dtype == torch.float64 else z.float()
+    b, k, d = z.shape
+    views = normalize_views(z).reshape(b * k, d)  # row i = sample i // k, view i % k
+    cosine = views @ views.T  # (M, M)
+    sample = torch.arange(b, device=z.device).repeat_interleave(k)
+    same_sample = sample[:, None] == sample[None, :]
+    self_pair = torch.eye(b * k, dtype=torch.bool, device=z.device)
+    logits = cosine / temperature
+    log_denominator = torch.logsumexp(logits.masked_fill(self_pair, -math.inf), dim=1)
+    log_prob = logits - log_denominator[:, None]  # finite everywhere, diagonal unused
+    return ViewLogProbs(cosine, log_prob, self_pair, same_sample & ~self_pair, ~same_sample)
 
 
 @register_objective
@@ -83,20 +113,9 @@ class SimCLRLoss(Objective):
             z = gather_with_grad(z)
         # Softmax over many logits: keep it out of half precision and autocast.
         with full_precision(z):
-            z = z if z.dtype == torch.float64 else z.float()
-            b, k, d = z.shape
-            views = normalize_views(z).reshape(b * k, d)  # row i = sample i // k, view i % k
-            cosine = views @ views.T  # (M, M)
-            sample = torch.arange(b, device=z.device).repeat_interleave(k)
-            same_sample = sample[:, None] == sample[None, :]
-            self_pair = torch.eye(b * k, dtype=torch.bool, device=z.device)
-            positive = same_sample & ~self_pair
-            negative = ~same_sample
-
-            logits = cosine / self.temperature
-            log_denominator = torch.logsumexp(logits.masked_fill(self_pair, -math.inf), dim=1)
-            log_prob = logits - log_denominator[:, None]  # finite everywhere, diagonal unused
-            per_anchor = -(log_prob * positive).sum(dim=1) / (k - 1)
+            v = view_log_probs(z, self.temperature)
+            cosine, positive, negative = v.cosine, v.positive, v.negative
+            per_anchor = -(v.log_prob * positive).sum(dim=1) / (z.shape[1] - 1)
             loss = per_anchor.mean()
             return {
                 "loss": loss,

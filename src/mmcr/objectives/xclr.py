@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from mmcr.distributed import gather_with_grad, is_distributed
-from mmcr.objectives.base import Objective, check_coefficient, check_views, full_precision, normalize_views
+from mmcr.objectives.base import Objective, check_coefficient, check_views, full_precision
 from mmcr.objectives.graphs import (
     DEFAULT_TEMPLATE,
     TextEncoder,
@@ -31,6 +31,7 @@ from mmcr.objectives.graphs import (
     load_class_graph,
 )
 from mmcr.objectives.registry import register_objective
+from mmcr.objectives.simclr import view_log_probs
 
 #: The sources of the class graph a recipe can name (``objective_args = {graph = ...}``).
 GRAPH_SOURCES = ("class-names", "matrix", "identity")
@@ -233,21 +234,10 @@ class XCLRLoss(Objective):
         target_graph = self.sample_graph(z.shape[0], labels, graph)
         # Softmax over many logits: keep it out of half precision and autocast.
         with full_precision(z):
-            z = z if z.dtype == torch.float64 else z.float()
-            b, k, d = z.shape
-            views = normalize_views(z).reshape(b * k, d)  # row i = sample i // k, view i % k
-            cosine = views @ views.T  # (M, M)
-            sample = torch.arange(b, device=z.device).repeat_interleave(k)
-            same_sample = sample[:, None] == sample[None, :]
-            self_pair = torch.eye(b * k, dtype=torch.bool, device=z.device)
-            positive = same_sample & ~self_pair
-            negative = ~same_sample
-
-            logits = cosine / self.tau
-            log_denominator = torch.logsumexp(logits.masked_fill(self_pair, -math.inf), dim=1)
-            log_prob = logits - log_denominator[:, None]  # finite everywhere, diagonal unused
-
-            g = target_graph.detach().to(device=z.device, dtype=z.dtype)
+            v = view_log_probs(z, self.tau)  # NT-Xent's predictions, shared with SimCLRLoss
+            cosine, log_prob, self_pair = v.cosine, v.log_prob, v.self_pair
+            positive, negative, k = v.positive, v.negative, z.shape[1]
+            g = target_graph.detach().to(device=cosine.device, dtype=cosine.dtype)
             view_graph = g.repeat_interleave(k, dim=0).repeat_interleave(k, dim=1)  # (M, M)
             targets = torch.softmax((view_graph / self.tau_s).masked_fill(self_pair, -math.inf), dim=1)
             per_anchor = -(log_prob * targets).sum(dim=1)  # the self pair has target 0
