@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mmcr.data.readers.imagefolder import class_folders, image_files
+from mmcr.records import write_atomic
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -88,24 +88,6 @@ def default_cache_dir(cache_dir: str | Path | None = None) -> Path:
         return Path(cache_dir)
     env = os.environ.get(CACHE_DIR_ENV)
     return Path(env) if env else Path.home() / ".cache" / "mmcr"
-
-
-def write_atomic(path: Path, write: object) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    An interrupted write leaves only a ``.tmp`` file that no reader opens.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)  # type: ignore[operator]
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _dirs_under(class_root: Path, classes: list[str]) -> list[Path]:
