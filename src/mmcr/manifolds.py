@@ -222,8 +222,16 @@ def _analyse(reps: dict[str, torch.Tensor], p: int, m: int, options: GeometryOpt
         }
     last = list(reps)[-1]
     manifolds = list(reps[last].double().reshape(p, m, -1))
+    # the trend over M removes the shared centre directions chosen at full M (one fit per
+    # subset, not a new search over K with the library's default restarts)
     out[last]["capacity_vs_samples"] = capacity_vs_samples(
-        manifolds, None, options.kappa, options.n_t, options.seed
+        manifolds,
+        None,
+        options.kappa,
+        options.n_t,
+        options.seed,
+        center_components=out[last]["center_components"],
+        restarts=options.restarts,
     )
     return out
 
