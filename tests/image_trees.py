@@ -20,3 +20,37 @@ def make_tree(root: Path, per_class: int = 4, classes: int = 3, size: tuple[int,
                 pixels[..., c % 3] += 180
                 Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
     return root
+
+
+#: The small digits recipe of the training tests (two epochs of a width-8 ConvNet).
+TINY_DIGITS: dict[str, object] = {
+    "dataset": "digits",
+    "augment": "digits",
+    "encoder_width": 8,
+    "projector_hidden": [64],
+    "projector_dim": 32,
+    "batch_size": 128,
+    "epochs": 2,
+    "log_every": 2,
+    "progress": False,
+    "monitor_size": 256,
+    "threads": 2,
+}
+
+
+def streamed_recipe(tmp_path: Path, base: dict[str, object] | None = None) -> dict[str, object]:
+    """A tiny image-folder recipe on the streaming path (DataLoader workers read the JPEGs)."""
+    tree = make_tree(tmp_path / "tree", per_class=8)
+    return {
+        **(TINY_DIGITS if base is None else base),
+        "dataset": "imagefolder",
+        "augment": "imagenet",
+        "data_dir": str(tree),
+        "image_size": 16,
+        "crop_size": 16,
+        "encoder_width": 4,
+        "batch_size": 8,
+        "monitor_size": 16,
+        "loader": "stream",
+        "num_workers": 0,
+    }

@@ -15,23 +15,11 @@ from mmcr.training import pretrain
 from mmcr.training import step as step_module
 
 try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
-    from image_trees import make_tree
+    from image_trees import TINY_DIGITS, streamed_recipe
 except ImportError:  # pragma: no cover - layout with tests/__init__.py
-    from tests.image_trees import make_tree  # type: ignore[no-redef]
+    from tests.image_trees import TINY_DIGITS, streamed_recipe  # type: ignore[no-redef]
 
-TINY = {
-    "dataset": "digits",
-    "augment": "digits",
-    "encoder_width": 8,
-    "projector_hidden": [64],
-    "projector_dim": 32,
-    "batch_size": 128,
-    "epochs": 2,
-    "log_every": 2,
-    "progress": False,
-    "monitor_size": 256,
-    "threads": 2,
-}
+TINY = TINY_DIGITS
 
 
 def run(tmp_path: Path, name: str, **overrides: Any) -> Path:
@@ -63,24 +51,6 @@ def test_pretrain_writes_config_metrics_and_checkpoint(tmp_path: Path) -> None:
     # training did something: the MMCR loss went down and kNN beats chance (10 classes)
     assert steps[-1]["loss"] < steps[0]["loss"]
     assert epochs[-1]["knn_val_acc"] > 0.5
-
-
-def streamed_recipe(tmp_path: Path) -> dict[str, Any]:
-    """A tiny image-folder recipe on the streaming path (DataLoader workers read the JPEGs)."""
-    tree = make_tree(tmp_path / "tree", per_class=8)
-    return {
-        **TINY,
-        "dataset": "imagefolder",
-        "augment": "imagenet",
-        "data_dir": str(tree),
-        "image_size": 16,
-        "crop_size": 16,
-        "encoder_width": 4,
-        "batch_size": 8,
-        "monitor_size": 16,
-        "loader": "stream",
-        "num_workers": 0,
-    }
 
 
 @pytest.mark.parametrize("path", ["memory", "stream"])

@@ -20,24 +20,11 @@ from mmcr.training import pretrain
 from mmcr.training.step import epoch_order
 
 try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
-    from image_trees import make_tree
+    from image_trees import TINY_DIGITS, streamed_recipe
 except ImportError:  # pragma: no cover - layout with tests/__init__.py
-    from tests.image_trees import make_tree  # type: ignore[no-redef]
+    from tests.image_trees import TINY_DIGITS, streamed_recipe  # type: ignore[no-redef]
 
-TINY = {
-    "dataset": "digits",
-    "augment": "digits",
-    "encoder_width": 8,
-    "projector_hidden": [64],
-    "projector_dim": 32,
-    "batch_size": 128,
-    "epochs": 1,
-    "log_every": 1,
-    "progress": False,
-    "monitor_size": 256,
-    "threads": 2,
-    "eval_every": 0,
-}
+TINY = {**TINY_DIGITS, "epochs": 1, "log_every": 1, "eval_every": 0}
 
 
 def run(tmp_path: Path, name: str, **overrides: Any) -> Path:
@@ -134,19 +121,8 @@ def test_the_batchs_labels_travel_with_its_views(tmp_path: Path) -> None:
 def test_streamed_image_folders_give_their_folder_names_and_labels(tmp_path: Path) -> None:
     LabelSpy.received.clear()
     LabelSpy.bound.clear()
-    tree = make_tree(tmp_path / "tree", per_class=8)
     recipe = {
-        **TINY,
-        "dataset": "imagefolder",
-        "augment": "imagenet",
-        "data_dir": str(tree),
-        "image_size": 16,
-        "crop_size": 16,
-        "encoder_width": 4,
-        "batch_size": 8,
-        "monitor_size": 16,
-        "loader": "stream",
-        "num_workers": 0,
+        **streamed_recipe(tmp_path, TINY),
         "objective": "toy_label_spy",
         "max_steps": 2,
     }
