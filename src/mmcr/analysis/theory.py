@@ -47,11 +47,10 @@ Finite sizes: the Monte-Carlo mean lies slightly below the limit, by about
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +59,8 @@ import numpy as np
 import torch
 from scipy import integrate, stats
 from tqdm import tqdm
+
+from mmcr.threads import one_torch_thread
 
 __all__ = [
     "PPEGrid",
@@ -188,16 +189,6 @@ def ppe_marchenko_pastur(P: float, D: float) -> float:
     return 1.0 - _mp_mean_sqrt(marchenko_pastur_ratio(P, D))
 
 
-@contextlib.contextmanager
-def _single_torch_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _eigvalsh_cpu(gram: torch.Tensor) -> torch.Tensor:
     """Eigenvalues of a batch of symmetric matrices on CPU, one matrix at a time, one thread.
 
@@ -206,7 +197,7 @@ def _eigvalsh_cpu(gram: torch.Tensor) -> torch.Tensor:
     (threads spin while waiting for each other). torch's thread count is process-wide, so
     it is lowered only around this loop and then restored.
     """
-    with _single_torch_thread():
+    with one_torch_thread():
         return torch.stack([torch.linalg.eigvalsh(matrix) for matrix in gram])
 
 

@@ -17,12 +17,12 @@ a time, each start being the previous solution plus one random direction of the 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from mmcr.threads import one_torch_thread
 
 __all__ = ["CenterStructure", "mean_abs_correlation", "shared_center_structure"]
 
@@ -112,18 +112,6 @@ def _residual_correlation(x: torch.Tensor, v: torch.Tensor) -> float:
     return mean_abs_correlation(x - (x @ v) @ v.T)
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one thread: the matrices here are P x P, and thread start-up and barriers
-    cost more than they give (much more when the cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def shared_center_structure(
     centers: torch.Tensor,
     *,
@@ -147,7 +135,7 @@ def shared_center_structure(
         max_iter: L-BFGS iterations per start.
         seed: seeds the random starts.
     """
-    with _one_thread():
+    with one_torch_thread():  # P x P matrices: threads cost more than they give
         p = centers.shape[0]
         centered = centers - centers.mean(dim=0, keepdim=True)
         # coordinates in the span of the centred centres: a rotation-invariant frame, q <= P - 1 dims
