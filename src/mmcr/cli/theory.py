@@ -178,11 +178,9 @@ def _check_before_work(args: argparse.Namespace) -> None:
             f"--device {args.device!r} is not a torch device; use cpu, cuda or cuda:N"
         ) from None
     if args.out is not None:
-        out = Path(args.out)
-        if str(args.out).strip() == "":
-            raise ValueError("--out is empty: name a folder for the grid and its figures")
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} is a file, not a folder: name a folder for the grid")
+        from mmcr.records import output_folder
+
+        output_folder(args.out)  # refuses an empty name or a file, and makes the folder
 
 
 def run_ppe(args: argparse.Namespace) -> int:
@@ -217,8 +215,7 @@ def run_ppe(args: argparse.Namespace) -> int:
     if args.out is not None:
         from mmcr.analysis.plots import plot_ppe_heatmap, plot_ppe_vs_P
 
-        out_dir = Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = Path(args.out)  # made by _check_before_work
         written["grid"] = str(grid.save_json(out_dir / "ppe_grid.json"))
         written["ppe_vs_P"] = str(plot_ppe_vs_P(grid, out_dir / "ppe_vs_P.png"))
         written["heatmap"] = str(plot_ppe_heatmap(grid, out_dir / "ppe_heatmap.png"))
