@@ -15,6 +15,7 @@ With ``tensorboard = true`` the same records also go to TensorBoard event files 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import numbers
@@ -129,9 +130,11 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
-    """Append one record as a line (starting a new line if the last one was cut)."""
+    """Append one record as a line (starting a new line if the last one was cut), under a file lock."""
     path = Path(path)
     with path.open("a+") as handle:
+        # an exclusive lock: two sweep shards may append to one results file at once
+        fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0, os.SEEK_END)
         if handle.tell() > 0:
             handle.seek(handle.tell() - 1)

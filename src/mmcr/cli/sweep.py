@@ -197,6 +197,14 @@ def _add_sweep(subparsers: Any) -> None:
             help="train at most N new runs now, then draw the report (run again to go on)",
         )
         p.add_argument(
+            "--shard",
+            type=_shard,
+            default=None,
+            metavar="K/N",
+            help="train only every N-th run, from the K-th (0 <= K < N): run N such commands "
+            "at once on one --out to use N cores (each run has its own threads)",
+        )
+        p.add_argument(
             "--verbose",
             action="store_true",
             help="show pretrain's own output (else it goes to OUT/runs/<name>/train.log); "
@@ -259,13 +267,24 @@ def _add_report(subparsers: Any) -> None:
     report.set_defaults(func=_run_report)
 
 
+def _shard(text: str) -> tuple[int, int]:
+    """``K/N`` of --shard."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 0/2; got {text!r}") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N; got {text!r}")
+    return k, n
+
+
 def _run_sweep(args: argparse.Namespace) -> int:
     from mmcr.experiments.spec import load_sweep
     from mmcr.experiments.sweep import run_sweep
 
     spec = load_sweep(args.config, kind=args.sweep_kind)
     out = args.out or spec.out or args.default_out
-    run_sweep(spec, out, dry_run=args.dry_run, max_runs=args.max_runs, verbose=args.verbose)
+    run_sweep(spec, out, dry_run=args.dry_run, max_runs=args.max_runs, verbose=args.verbose, shard=args.shard)
     return 0
 
 

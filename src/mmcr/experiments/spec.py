@@ -20,7 +20,10 @@ PPE's normaliser sqrt(P min(P, D)) alone can put a ridge at P = D, and the contr
 much of the measured ridge is there before any training). Scaling: ``[point]`` (the base
 point: steps, batch_size, projector_dim, num_views), ``[axes]`` (values of each variable
 swept one at a time around the point) and an optional ``[joint]`` (a Cartesian grid over two
-or more variables, the others at the point). Unless ``[base]`` sets them, sweeps use
+or more variables, the others at the point); or, for a study designed to predict,
+``[design]``: ``steps = [...]`` (a geometric grid) and ``cells = [{batch_size = B,
+projector_dim = D, num_views = K}, ...]``, every cell trained at every number of steps
+(``[point]`` and ``[axes]`` are then optional). Unless ``[base]`` sets them, sweeps use
 ``progress = false``, ``eval_every = 0`` (validation monitor at the end only) and
 ``warmup_epochs = 0``; with a step budget only, ``epochs`` is set so large that
 ``max_steps`` is what ends each run.
@@ -50,6 +53,7 @@ __all__ = [
     "Log",
     "PlannedRun",
     "SweepSpec",
+    "cell_name",
     "dataset_overrides",
     "load_sweep",
     "parse_sweep",
@@ -83,7 +87,10 @@ _COMMON_KEYS = (
     "ppe_last",
     "fallback_to_digits",
 )
-_KIND_KEYS = {"double-descent": ("grid", "theory", "control_init"), "scaling": ("point", "axes", "joint")}
+_KIND_KEYS = {
+    "double-descent": ("grid", "theory", "control_init"),
+    "scaling": ("point", "axes", "joint", "design"),
+}
 # [base] keys that the sweep itself sets, with the place to set them instead.
 _SET_BY_SWEEP = {
     "double-descent": {
@@ -95,11 +102,11 @@ _SET_BY_SWEEP = {
         "epochs": "[budget]",
     },
     "scaling": {
-        "batch_size": "[point] and [axes]",
-        "projector_dim": "[point] and [axes]",
-        "num_views": "[point] and [axes]",
-        "max_steps": "[point] and [axes] (steps)",
-        "epochs": "[point] and [axes] (steps)",
+        "batch_size": "[point] and [axes], or [design] cells",
+        "projector_dim": "[point] and [axes], or [design] cells",
+        "num_views": "[point] and [axes], or [design] cells",
+        "max_steps": "[point] and [axes] (steps), or [design] steps",
+        "epochs": "[point] and [axes] (steps), or [design] steps",
         "seed": "seeds",
         "out": "--out",
     },
@@ -129,6 +136,8 @@ class SweepSpec:
         Ps, Ds: the double-descent grid; theory_trials, theory_seed: its Monte Carlo;
             control_init: also measure each cell's untrained network (a control).
         point, axes, joint: the scaling sweep's base point, one-at-a-time axes and joint grid.
+        design_steps, cells: the designed scaling study: every cell (batch_size,
+            projector_dim, num_views) at every number of steps.
     """
 
     kind: str
@@ -149,6 +158,8 @@ class SweepSpec:
     point: dict[str, int] = field(default_factory=dict)
     axes: dict[str, list[int]] = field(default_factory=dict)
     joint: dict[str, list[int]] = field(default_factory=dict)
+    design_steps: list[int] = field(default_factory=list)
+    cells: list[dict[str, int]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; :meth:`from_dict` reads it back."""
@@ -171,6 +182,8 @@ class SweepSpec:
             "point": dict(self.point),
             "axes": {k: list(v) for k, v in self.axes.items()},
             "joint": {k: list(v) for k, v in self.joint.items()},
+            "design_steps": list(self.design_steps),
+            "cells": [dict(c) for c in self.cells],
         }
 
     @classmethod
@@ -312,6 +325,47 @@ def _scaling_values(table: Mapping[str, Any], key: str) -> dict[str, list[int]]:
     }
 
 
+_CELL_KEYS = ("batch_size", "projector_dim", "num_views")
+
+
+def _parse_design(spec: SweepSpec, data: Mapping[str, Any], source: str) -> None:
+    """[design] of a scaling sweep: steps = [...] and cells = [{batch_size, projector_dim, num_views}]."""
+    design = _table(data, "design", source)
+    _check_table_keys(design, ("steps", "cells"), "design", source)
+    for key in ("steps", "cells"):
+        if key not in design:
+            raise ValueError(f"design.{key} in {source} is missing.")
+    spec.design_steps = sorted(_int_list(design["steps"], "design.steps"))
+    cells = design["cells"]
+    if not isinstance(cells, list) or not cells:
+        raise ValueError(
+            f"design.cells in {source} must be a non-empty list of tables "
+            f"{{batch_size = B, projector_dim = D, num_views = K}}; got {cells!r}."
+        )
+    parsed: list[dict[str, int]] = []
+    for i, cell in enumerate(cells):
+        where = f"design.cells[{i}]"
+        if not isinstance(cell, dict):
+            raise ValueError(f"{where} in {source} must be a table {{batch_size = B, ...}}; got {cell!r}.")
+        _check_table_keys(cell, _CELL_KEYS, where, source)
+        missing = [k for k in _CELL_KEYS if k not in cell]
+        if missing:
+            raise ValueError(f"{where} in {source} lacks {', '.join(missing)}.")
+        value = {
+            k: _positive_int(cell[k], f"{where}.{k}", minimum=2 if k == "batch_size" else 1)
+            for k in _CELL_KEYS
+        }
+        if value in parsed:
+            raise ValueError(f"{where} in {source} repeats an earlier cell: {value}.")
+        parsed.append(value)
+    spec.cells = parsed
+
+
+def cell_name(values: Mapping[str, int]) -> str:
+    """The name of a design cell: ``B<batch>_D<dim>_K<views>``."""
+    return f"B{values['batch_size']}_D{values['projector_dim']}_K{values['num_views']}"
+
+
 def _parse_scaling(spec: SweepSpec, data: Mapping[str, Any], source: str) -> None:
     """[point], [axes] and [joint] of a scaling sweep."""
     if "budget" in data:
@@ -319,6 +373,10 @@ def _parse_scaling(spec: SweepSpec, data: Mapping[str, Any], source: str) -> Non
             f"budget in {source} does not apply to a scaling sweep: its steps come from "
             "point.steps and axes.steps."
         )
+    if "design" in data:
+        _parse_design(spec, data, source)
+        if "point" not in data and "axes" not in data and "joint" not in data:
+            return
     if "point" not in data:
         raise ValueError(f"point in {source} is missing: give [point] with {', '.join(SCALING_VARIABLES)}.")
     point = _table(data, "point", source)
@@ -401,7 +459,12 @@ def _scaling_name(values: Mapping[str, int], seed: int) -> str:
 
 def _scaling_points(spec: SweepSpec) -> list[tuple[dict[str, int], str]]:
     """Every point of a scaling sweep with the group it comes from (repeats included)."""
-    points: list[tuple[dict[str, int], str]] = [(dict(spec.point), "point")]
+    points: list[tuple[dict[str, int], str]] = []
+    for cell in spec.cells:
+        points += [({"steps": steps, **cell}, f"cell:{cell_name(cell)}") for steps in spec.design_steps]
+    if not spec.point:
+        return points
+    points.append((dict(spec.point), "point"))
     for var, axis_values in spec.axes.items():
         points += [({**spec.point, var: v}, f"axis:{var}") for v in axis_values]
     if spec.joint:

@@ -270,6 +270,7 @@ def run_sweep(
     max_runs: int | None = None,
     verbose: bool = False,
     log: Log = print_line,
+    shard: tuple[int, int] | None = None,
 ) -> SweepOutcome:
     """Train every run of ``spec`` not yet finished in ``out_dir``, then write the report.
 
@@ -288,9 +289,14 @@ def run_sweep(
         max_runs: train at most this many runs now (the rest on a later call).
         verbose: show pretrain's own output instead of writing it to runs/<name>/train.log.
         log: where progress lines go.
+        shard: ``(k, n)``: train only the runs whose position i (from 0) in the plan has
+            i mod n = k, so that n processes share one sweep directory (each on its own
+            cores); the others' runs are left to them. The report covers every finished run.
     """
     out = Path(out_dir)
     _check_out(spec, out, max_runs)
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be k/n with 0 <= k < n; got {shard[0]}/{shard[1]}.")
     overrides = dataset_overrides(spec, log)
     planned = plan_runs(spec)
     runs = [Run(p.name, run_config(spec, p, out, overrides)) for p in planned]
@@ -314,6 +320,8 @@ def run_sweep(
                 sweep.record(record)
         if record is not None:
             sweep.reuse(run, record, prefix)
+        elif shard is not None and (i - 1) % shard[1] != shard[0]:
+            continue  # another shard's run
         elif dry_run:
             state = "partial (resumes)" if run.has_checkpoint() else "to train"
             log(f"{prefix} {state:<18} {_describe(plan, run.cfg)}")
