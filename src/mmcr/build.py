@@ -32,12 +32,14 @@ from mmcr.data.stream import (
     STREAMING_DATASETS,
     FileIndex,
     LoaderOptions,
+    ShardSplit,
     SquareDataset,
     StreamedSplit,
     concat_indices,
     decoded_cache,
     folder_index,
     make_loader,
+    shard_index,
 )
 from mmcr.models import MMCRNetwork, build_encoder, build_projector
 from mmcr.objectives import Objective, build_objective
@@ -63,10 +65,11 @@ def resolve_device(name: str) -> torch.device:
 class Data:
     """The pretraining images and the labelled validation split used for monitoring.
 
-    On the streaming path (``stream`` set) the pretraining images are read from their
-    files by DataLoader workers: ``train`` then holds their labels and no pixels (images
-    of shape ``(N, C, 0, 0)``), and ``memory`` and ``val`` hold at most ``monitor_size``
-    images each, decoded at the crop size, for the monitor.
+    On the streaming path (``stream`` set, or ``shards`` for webdataset shards) the
+    pretraining images are read from their files by DataLoader workers: ``train`` then
+    holds their labels and no pixels (images of shape ``(N, C, 0, 0)``), and ``memory``
+    and ``val`` hold at most ``monitor_size`` images each, decoded at the crop size, for
+    the monitor.
     """
 
     train: ImageDataset  # pretraining images (labels may be -1)
@@ -77,6 +80,7 @@ class Data:
     stream: StreamedSplit | None = None  # the streaming path: the pretraining images, read from files
     stream_memory: StreamedSplit | None = None  # the streaming path: all of memory's split, for evaluation
     stream_val: StreamedSplit | None = None  # the streaming path: all of val's split, for evaluation
+    shards: ShardSplit | None = None  # webdataset shards streamed: the pretraining samples (stream is None)
 
 
 def _load(cfg: PretrainConfig, split: str) -> ImageDataset:
@@ -100,9 +104,10 @@ def loader_options(cfg: PretrainConfig) -> LoaderOptions:
 def choose_loader(cfg: PretrainConfig) -> str:
     """The path the recipe's data takes: ``memory``, ``stream`` or ``cache``.
 
-    ``loader = "auto"`` streams an image folder whose training images, decoded at
-    ``image_size`` (default 64), would take more than ``memory_budget_gb``, and reads
-    everything else into memory; the other values force a path.
+    ``loader = "auto"`` streams an image folder (or webdataset shards) whose training
+    images, decoded at ``image_size`` (default 64), would take more than
+    ``memory_budget_gb``, and reads everything else into memory; the other values force a
+    path.
     """
     if cfg.loader != "auto":
         return cfg.loader
@@ -114,12 +119,16 @@ def choose_loader(cfg: PretrainConfig) -> str:
     return "stream" if n * info.channels * side * side > cfg.memory_budget_gb * 1e9 else "memory"
 
 
+def _is_shards(cfg: PretrainConfig) -> bool:
+    return dataset_info(cfg.dataset).name == "webdataset"
+
+
 def _index(cfg: PretrainConfig, split: str) -> FileIndex:
     if cfg.data_dir is None:
-        raise ValueError(
-            f"data set {cfg.dataset!r} needs data_dir (--data-dir), the root of a tree "
-            "root/<split>/<class>/*.jpg"
-        )
+        layout = "root/<split>/*.tar" if _is_shards(cfg) else "a tree root/<split>/<class>/*.jpg"
+        raise ValueError(f"data set {cfg.dataset!r} needs data_dir (--data-dir), the root of {layout}")
+    if _is_shards(cfg):
+        return shard_index(cfg.data_dir, split, cache_dir=cfg.cache_dir)
     return folder_index(cfg.data_dir, split, cache_dir=cfg.cache_dir, skip_bad=cfg.skip_bad_images)
 
 
@@ -161,6 +170,12 @@ def _load_streamed(cfg: PretrainConfig) -> Data:
     held = val_idx[torch.randperm(len(val_idx), generator=generator)[: cfg.monitor_size]]
     size, options = augment_config(cfg).crop_size, loader_options(cfg)
     name = info.name
+    shards = None
+    if _is_shards(cfg):  # read in shard order, not by position: the same images, as a mask
+        keep = np.zeros(len(combined), dtype=bool)
+        keep[train.positions] = True
+        shards = ShardSplit(combined, keep, info.channels)
+        train = StreamedSplit(combined, np.flatnonzero(keep), info.channels)
     return Data(
         train=ImageDataset(
             torch.empty((len(train), info.channels, 0, 0), dtype=torch.uint8),
@@ -173,9 +188,10 @@ def _load_streamed(cfg: PretrainConfig) -> Data:
         val=read_streamed(labelled.subset(held.sort().values), size, options, name),
         channels=info.channels,
         num_classes=len(combined.classes),
-        stream=train,
+        stream=None if shards is not None else train,
         stream_memory=labelled.subset(train_idx),
         stream_val=labelled.subset(val_idx),
+        shards=shards,
     )
 
 

@@ -34,7 +34,7 @@ class PretrainConfig:
     val_fraction: float = 0.1  # share of the labelled training split held out for model selection
     image_size: int | None = None  # resize stored images (imagefolder; None keeps the native size)
     synthetic_size: int = 512  # images of a generated data set (synthetic: smoke tests)
-    loader: str = "auto"  # auto (stream an imagefolder over memory_budget_gb decoded), memory, stream, cache
+    loader: str = "auto"  # auto (stream files or shards over memory_budget_gb decoded), memory, stream, cache
     memory_budget_gb: float = 8.0  # loader auto: a decoded training set larger than this is streamed
     num_workers: int = 2  # streaming: DataLoader worker processes that read, decode and crop files
     prefetch_factor: int = 2  # streaming: batches each worker reads ahead

@@ -156,7 +156,7 @@ def test_builtin_entries_aliases_and_presets() -> None:
     # register toy data sets when pytest imports them.
     builtin = tuple(sorted(info.name for info in BUILTIN_DATASETS))
     assert builtin == (
-        "cifar10", "cifar100", "digits", "fashion-mnist", "imagefolder", "stl10", "synthetic",
+        "cifar10", "cifar100", "digits", "fashion-mnist", "imagefolder", "stl10", "synthetic", "webdataset",
     )
     assert all(DATASETS[info.name] is info for info in BUILTIN_DATASETS)
     expected = {
@@ -167,6 +167,7 @@ def test_builtin_entries_aliases_and_presets() -> None:
         "stl10": "stl10",
         "imagefolder": "imagenet",
         "synthetic": "synthetic",
+        "webdataset": "imagenet",
     }
     assert {name: DATASETS[name].augment for name in builtin} == expected
     for alias, name in [
@@ -177,6 +178,7 @@ def test_builtin_entries_aliases_and_presets() -> None:
         ("CIFAR_100", "cifar100"),
         ("stl-10", "stl10"),
         ("image-folder", "imagefolder"),
+        ("wds", "webdataset"),
         (" Digits ", "digits"),
     ]:
         assert dataset_info(alias).name == name
@@ -190,7 +192,7 @@ def test_class_names_known_before_reading() -> None:
         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
     )
     assert DATASETS["digits"].class_names == tuple("0123456789")
-    for name in ("cifar10", "cifar100", "stl10", "imagefolder"):
+    for name in ("cifar10", "cifar100", "stl10", "imagefolder", "webdataset"):
         assert DATASETS[name].class_names is None, name
     for name in ("digits", "synthetic"):
         assert list(DATASETS[name].class_names or ()) == load_dataset(name, "test").classes

@@ -36,7 +36,7 @@ from mmcr.build import (
 )
 from mmcr.config import RESUMABLE_FIELDS, PretrainConfig, config_differences
 from mmcr.data import MultiViewAugment, dataset_info
-from mmcr.data.stream import CropDataset, PrecroppedAugment, make_loader, stream_batches
+from mmcr.data.stream import CropDataset, PrecroppedAugment, make_loader, shard_batches, stream_batches
 from mmcr.evaluation.monitor import ValidationMonitor
 from mmcr.objectives.base import NonFiniteError
 from mmcr.records import (
@@ -97,11 +97,12 @@ def _pretrain(cfg: PretrainConfig, resume: bool, overwrite: bool) -> Path:
         data = load_data(cfg)
         augment = MultiViewAugment(augment_config(cfg))
         # streamed batches come cropped by the workers: the step does the rest of the views
-        step_augment = augment if data.stream is None else PrecroppedAugment(augment.config)
+        streamed = data.stream is not None or data.shards is not None
+        step_augment = PrecroppedAugment(augment.config) if streamed else augment
         state = build_state(
             cfg,
             data.channels,
-            len(data.train),
+            _images_per_epoch(cfg, data),
             device,
             step_augment,
             classes=_class_names(cfg, data),
@@ -113,7 +114,7 @@ def _pretrain(cfg: PretrainConfig, resume: bool, overwrite: bool) -> Path:
                 "unreadable file by another image, whose label it would not get: set skip_bad_images = false"
             )
         ckpt_path = out / CHECKPOINT_NAME
-        metrics = _resume(state, ckpt_path, is_main) if resume else {}
+        metrics = _resume(state, ckpt_path, is_main, shards=data.shards is not None) if resume else {}
         if is_main:
             cfg.save(out / CONFIG_NAME)
             _announce(cfg, state, data)
@@ -121,6 +122,14 @@ def _pretrain(cfg: PretrainConfig, resume: bool, overwrite: bool) -> Path:
         if distributed:
             dist.barrier()
         return ckpt_path
+
+
+def _images_per_epoch(cfg: PretrainConfig, data: Data) -> int:
+    """The images an epoch's steps take: all of them, or, from shards, what every rank can read."""
+    if data.shards is None:
+        return len(data.train)
+    world = mdist.world_size()
+    return data.shards.steps_per_epoch(world, cfg.batch_size // world) * cfg.batch_size
 
 
 def _class_names(cfg: PretrainConfig, data: Data) -> list[str] | None:
@@ -183,13 +192,11 @@ def _train(
     batches = _batches(state, data, skipped)
     # only an objective that uses labels (X-CLR) gets the batch's labels with its views
     uses_labels = getattr(state.objective, "uses_labels", False)
-    labelled = local_batches(state, len(data.train)) if uses_labels else None
     try:
-        for images in batches:
-            if labelled is None:
+        for images, labels in batches:
+            if not uses_labels:
                 loss, lr = train_step(state, images.to(device, non_blocking=True))
             else:
-                labels = data.train.labels[next(labelled)]
                 loss, lr = train_step(state, images.to(device, non_blocking=True), labels=labels)
             if state.step % cfg.log_every == 0 or state.step == schedule.total_steps:
                 record = _step_record(state, loss, lr, timer)
@@ -241,19 +248,38 @@ def _train(
             print(f"skipped {len(skipped)} unreadable image files (skip_bad_images)", file=sys.stderr)
 
 
-def _batches(state: TrainState, data: Data, skipped: set[int]) -> Generator[torch.Tensor, None, None]:
-    """This rank's uint8 images of each step from ``state.step`` on.
+def _batches(
+    state: TrainState, data: Data, skipped: set[int]
+) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
+    """This rank's uint8 images and their labels ``(B / W,)`` of each step from ``state.step`` on.
 
     In memory: rows of ``data.train.images`` ``(B / W, C, H, W)``. Streamed: DataLoader
     workers read the same rows' files and cut their K crops, ``(B / W, K, C, S, S)``, with
-    boxes seeded by (seed, epoch, image); the index entries of files skipped as unreadable
-    go into ``skipped``.
+    boxes seeded by (seed, epoch, image). From shards: each rank's workers read its shards
+    in turn (:func:`~mmcr.data.stream.shard_batches`), also as K crops. The index entries
+    of files skipped as unreadable go into ``skipped``.
     """
+    cfg, per_epoch = state.cfg, state.schedule.steps_per_epoch
+    if data.shards is not None:
+        world = mdist.world_size()
+        yield from shard_batches(
+            data.shards,
+            augment_config(cfg),
+            num_views=cfg.num_views,
+            seed=cfg.seed,
+            rank=mdist.rank(),
+            world=world,
+            local_batch=cfg.batch_size // world,
+            start_step=state.step,
+            total_steps=state.schedule.total_steps,
+            options=loader_options(cfg),
+            skipped=skipped,
+        )
+        return
     if data.stream is None:
         for local in local_batches(state, len(data.train)):
-            yield data.train.images[local]
+            yield data.train.images[local], data.train.labels[local]
         return
-    cfg, per_epoch = state.cfg, state.schedule.steps_per_epoch
 
     def keys() -> Iterator[list[tuple[int, int]]]:
         step = state.step
@@ -262,7 +288,9 @@ def _batches(state: TrainState, data: Data, skipped: set[int]) -> Generator[torc
             step += 1
 
     dataset = CropDataset(data.stream, augment_config(cfg), cfg.num_views, cfg.seed, cfg.skip_bad_images)
-    yield from stream_batches(make_loader(dataset, keys(), loader_options(cfg)), skipped)
+    labels = local_batches(state, len(data.train))
+    for images in stream_batches(make_loader(dataset, keys(), loader_options(cfg)), skipped):
+        yield images, data.train.labels[next(labels)]
 
 
 @contextlib.contextmanager
@@ -298,8 +326,11 @@ def _save(checkpoint: Checkpoint, path: Path) -> None:
 # ----------------------------------------------------------------------------- the loop's parts
 
 
-def _resume(state: TrainState, ckpt_path: Path, is_main: bool) -> dict[str, float]:
-    """Load ``ckpt_path`` into ``state`` if it exists; returns its last monitor record."""
+def _resume(state: TrainState, ckpt_path: Path, is_main: bool, *, shards: bool = False) -> dict[str, float]:
+    """Load ``ckpt_path`` into ``state`` if it exists; returns its last monitor record.
+
+    ``shards``: the run reads webdataset shards, whose sample order depends on ``num_workers``.
+    """
     if not ckpt_path.exists():
         if is_main:
             print(f"no checkpoint at {ckpt_path}: starting from scratch", file=sys.stderr)
@@ -320,6 +351,14 @@ def _resume(state: TrainState, ckpt_path: Path, is_main: bool) -> dict[str, floa
     state.step = checkpoint.step
     if is_main:
         print(f"resuming from {ckpt_path} at step {state.step}/{state.schedule.total_steps}", file=sys.stderr)
+        workers = checkpoint.config.get("num_workers", state.cfg.num_workers)
+        if shards and workers != state.cfg.num_workers:
+            print(
+                f"note: the checkpoint's run read its shards with num_workers = {workers} and this one "
+                f"with {state.cfg.num_workers}: each worker reads its own shards, so from step "
+                f"{state.step} on the images come in another order than that run's",
+                file=sys.stderr,
+            )
         before = _planned_steps(checkpoint.config, state)
         if before != state.schedule.total_steps:
             print(

@@ -15,6 +15,8 @@ name                      format (module)
                           (:mod:`~mmcr.data.readers.imagefolder`)
 ``"synthetic"``           random class-structured images for smoke tests
                           (:mod:`~mmcr.data.readers.synthetic`)
+``"webdataset"``          tar shards ``root/<split>/*.tar`` of images and ``.cls`` classes
+                          (:mod:`~mmcr.data.readers.webdataset`)
 ========================  ====================================================================
 
 Nothing is ever downloaded. Missing or corrupt data raise ``FileNotFoundError`` or
@@ -33,10 +35,11 @@ from mmcr.data.readers.idx import FASHION_MNIST
 from mmcr.data.readers.imagefolder import IMAGEFOLDER
 from mmcr.data.readers.stl10 import STL10
 from mmcr.data.readers.synthetic import SYNTHETIC
+from mmcr.data.readers.webdataset import WEBDATASET
 from mmcr.data.registry import register_dataset
 
 #: The data sets registered when :mod:`mmcr.data` is imported.
-BUILTIN_DATASETS = (FASHION_MNIST, DIGITS, CIFAR10, CIFAR100, STL10, IMAGEFOLDER, SYNTHETIC)
+BUILTIN_DATASETS = (FASHION_MNIST, DIGITS, CIFAR10, CIFAR100, STL10, IMAGEFOLDER, SYNTHETIC, WEBDATASET)
 
 for _info in BUILTIN_DATASETS:
     register_dataset(_info)

@@ -9,6 +9,11 @@
 - :mod:`~mmcr.data.stream.loader`: :class:`CropDataset` and :class:`SquareDataset` (what a
   worker reads), :func:`make_loader`, and :class:`PrecroppedAugment` (the rest of the
   augmentation, batched on the training device).
+- :mod:`~mmcr.data.stream.shards`: webdataset shards, written (:func:`pack_shards`) and
+  read split over ranks and workers (:class:`ShardStream`);
+  :mod:`~mmcr.data.stream.shard_index`: :func:`shard_index`, the cached index of a split's
+  shards; :mod:`~mmcr.data.stream.shard_loader`: :func:`shard_batches`, pretraining
+  batches streamed from a :class:`ShardSplit`.
 """
 
 from mmcr.data.stream.cache import cache_entry, decoded_cache, read_entry
@@ -32,9 +37,12 @@ from mmcr.data.stream.loader import (
     make_loader,
     stream_batches,
 )
+from mmcr.data.stream.shard_index import shard_index
+from mmcr.data.stream.shard_loader import ShardSplit, shard_batches
+from mmcr.data.stream.shards import ShardStream, pack_shards
 
 #: The data sets that the streaming path reads (the others are read whole, or cached).
-STREAMING_DATASETS = frozenset({"imagefolder"})
+STREAMING_DATASETS = frozenset({"imagefolder", "webdataset"})
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -44,6 +52,8 @@ __all__ = [
     "FileIndex",
     "LoaderOptions",
     "PrecroppedAugment",
+    "ShardSplit",
+    "ShardStream",
     "SquareDataset",
     "StreamedSplit",
     "cache_entry",
@@ -56,7 +66,10 @@ __all__ = [
     "draw_crops",
     "folder_index",
     "make_loader",
+    "pack_shards",
     "read_entry",
+    "shard_batches",
+    "shard_index",
     "stream_batches",
     "write_atomic",
 ]

@@ -11,6 +11,7 @@ RGBA and CMYK images are converted to the requested channels. An unreadable file
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["BadImageError", "decode_crops", "decode_square", "jpeg_decoder", "oriented_size"]
+__all__ = ["BadImageError", "Source", "decode_crops", "decode_square", "jpeg_decoder", "oriented_size"]
 
 _ORIENTATION = 0x0112
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
@@ -32,17 +33,21 @@ class BadImageError(ValueError):
     """A file that is not a readable image (corrupt, truncated, empty or of unknown format)."""
 
 
-def _open(path: Path) -> Image:
+#: What is decoded: an image file's path, or the bytes of an image (a shard's member).
+Source = Path | bytes
+
+
+def _open(source: Source, path: Path | str) -> Image:
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
     try:
-        return PILImage.open(path)
+        return PILImage.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise BadImageError(_message(path, err)) from None
 
 
-def _message(path: Path, err: BaseException) -> str:
+def _message(path: Path | str, err: BaseException) -> str:
     return (
         f"cannot decode image {path}: {err}; replace or delete the file, or set "
         "skip_bad_images = true to skip unreadable files"
@@ -63,7 +68,7 @@ def oriented_size(img: Image) -> tuple[int, int, int]:
     return height, width, orientation
 
 
-def _finish(img: Image, orientation: int, channels: int, path: Path) -> Image:
+def _finish(img: Image, orientation: int, channels: int, path: Path | str) -> Image:
     """Load the pixels, apply the orientation and convert to RGB or L."""
     from PIL import ImageOps
 
@@ -106,14 +111,17 @@ def jpeg_decoder() -> str:
     return "simplejpeg"
 
 
-def _simplejpeg(path: Path, channels: int, request: tuple[int, int], orientation: int) -> Image:
+def _simplejpeg(
+    source: Source, path: Path | str, channels: int, request: tuple[int, int], orientation: int
+) -> Image:
     """Decode with simplejpeg at the smallest DCT scale of at least ``request``, oriented."""
     import simplejpeg
     from PIL import Image as PILImage
 
     try:
+        data = source if isinstance(source, bytes) else source.read_bytes()
         pixels = simplejpeg.decode_jpeg(
-            path.read_bytes(), colorspace="RGB" if channels == 3 else "GRAY",
+            data, colorspace="RGB" if channels == 3 else "GRAY",
             min_width=request[0], min_height=request[1],
         )
     except (OSError, ValueError) as err:
@@ -130,18 +138,19 @@ def _to_chw(img: Image) -> np.ndarray:
 
 
 def decode_crops(
-    path: Path,
+    path: Source,
     size: int,
     channels: int,
     draw_boxes: Callable[[int, int], np.ndarray | torch.Tensor],
     *,
     draft: bool = True,
     decoder: str | None = None,
+    name: str | None = None,
 ) -> np.ndarray:
     """The crops of one image file, each resized to ``size`` (bilinear, antialiased).
 
     Args:
-        path: the image file.
+        path: the image file, or the bytes of an image (e.g. a member of a shard).
         size: output side length in pixels.
         channels: 3 (RGB) or 1 (grey).
         draw_boxes: ``draw_boxes(height, width)`` returns int64 ``(K, 4)`` boxes (top,
@@ -149,13 +158,15 @@ def decode_crops(
         draft: decode a JPEG at reduced size where every box allows it.
         decoder: ``"pillow"`` or ``"simplejpeg"`` for RGB and grey JPEGs (default:
             :func:`jpeg_decoder`); other files always go through Pillow.
+        name: how errors name the image (default: ``path``; give it for bytes).
 
     Returns:
         uint8 ``(K, channels, size, size)``.
     """
     from PIL.Image import Resampling
 
-    img = _open(path)
+    label = name if name is not None else ("<image bytes>" if isinstance(path, bytes) else path)
+    img = _open(path, label)
     with img:
         height, width, orientation = oriented_size(img)
         boxes = np.asarray(draw_boxes(height, width), dtype=np.int64)
@@ -166,11 +177,11 @@ def decode_crops(
             request = (math.ceil(stored_w / reduce), math.ceil(stored_h / reduce))
         fast = img.format == "JPEG" and img.mode in ("RGB", "L")
         if fast and (decoder or jpeg_decoder()) == "simplejpeg":
-            shown = _simplejpeg(path, channels, request, orientation)
+            shown = _simplejpeg(path, label, channels, request, orientation)
         else:
             if draft:
                 _draft(img, channels, request)
-            shown = _finish(img, orientation, channels, path)
+            shown = _finish(img, orientation, channels, label)
         sx, sy = shown.size[0] / width, shown.size[1] / height
         out = np.empty((boxes.shape[0], channels, size, size), dtype=np.uint8)
         for k, (top, left, h, w) in enumerate(boxes.tolist()):
@@ -181,7 +192,13 @@ def decode_crops(
 
 
 def decode_square(
-    path: Path, size: int, channels: int, *, draft: bool = True, decoder: str | None = None
+    path: Source,
+    size: int,
+    channels: int,
+    *,
+    draft: bool = True,
+    decoder: str | None = None,
+    name: str | None = None,
 ) -> np.ndarray:
     """The centre square of an image file resized to ``size``: uint8 ``(channels, size, size)``.
 
@@ -193,4 +210,4 @@ def decode_square(
         side = min(height, width)
         return np.array([[(height - side) // 2, (width - side) // 2, side, side]])
 
-    return decode_crops(path, size, channels, centre, draft=draft, decoder=decoder)[0]
+    return decode_crops(path, size, channels, centre, draft=draft, decoder=decoder, name=name)[0]

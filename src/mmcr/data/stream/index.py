@@ -8,7 +8,10 @@ class folder changes its directory's time and the index is rebuilt. Rewriting a 
 place does not; delete the cache file after doing that.
 
 Paths are held as one fixed-width byte array (not a list of Python strings), so DataLoader
-workers forked from the main process share its pages instead of copying them.
+workers forked from the main process share its pages instead of copying them. An index
+may also name byte ranges inside files (the members of webdataset shards,
+:mod:`~mmcr.data.stream.shard_index`): then ``offsets`` and ``sizes`` are set, and
+:meth:`FileIndex.source` reads the entry's bytes.
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ class FileIndex:
         labels: int64 ``(N,)`` class indices.
         classes: class names indexed by label.
         empty: paths (relative) of zero-byte files left out, when asked to skip them.
+        offsets: int64 ``(N,)`` byte offsets of the images inside their files, or ``None``
+            where each entry is a whole file.
+        sizes: int64 ``(N,)`` byte counts of those images (with ``offsets``).
+        members: fixed-width bytes ``(N,)``: the images' member names inside their files
+            (with ``offsets``), for messages.
     """
 
     root: Path
@@ -57,13 +65,30 @@ class FileIndex:
     labels: np.ndarray
     classes: list[str]
     empty: tuple[str, ...] = ()
+    offsets: np.ndarray | None = None
+    sizes: np.ndarray | None = None
+    members: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.paths.shape[0])
 
     def path(self, i: int) -> Path:
-        """The absolute path of image ``i``."""
+        """The absolute path of the file holding image ``i``."""
         return self.root / bytes(self.paths[i]).decode("utf-8")
+
+    def source(self, i: int) -> Path | bytes:
+        """Image ``i``: its file's path, or (for a byte range inside a file) its bytes."""
+        if self.offsets is None or self.sizes is None:
+            return self.path(i)
+        with open(self.path(i), "rb") as handle:
+            handle.seek(int(self.offsets[i]))
+            return handle.read(int(self.sizes[i]))
+
+    def name(self, i: int) -> str:
+        """Image ``i`` as messages name it: its path, or ``shard.tar:member`` inside a file."""
+        if self.members is None:
+            return str(self.path(i))
+        return f"{self.path(i)}:{bytes(self.members[i]).decode('utf-8')}"
 
 
 def concat_indices(indices: list[FileIndex]) -> FileIndex:
@@ -73,12 +98,23 @@ def concat_indices(indices: list[FileIndex]) -> FileIndex:
     first = indices[0]
     if any(ix.root != first.root or ix.classes != first.classes for ix in indices):
         raise ValueError("cannot join the indices of different trees or class lists")
+    ranged = {ix.offsets is not None for ix in indices}
+    if len(ranged) > 1:
+        raise ValueError("cannot join an index of whole files with one of byte ranges")
+
+    def joined(name: str) -> np.ndarray | None:
+        parts = [getattr(ix, name) for ix in indices]
+        return None if parts[0] is None else np.concatenate(parts)
+
     return FileIndex(
         root=first.root,
         paths=np.concatenate([ix.paths for ix in indices]),
         labels=np.concatenate([ix.labels for ix in indices]),
         classes=first.classes,
         empty=tuple(e for ix in indices for e in ix.empty),
+        offsets=joined("offsets"),
+        sizes=joined("sizes"),
+        members=joined("members"),
     )
 
 

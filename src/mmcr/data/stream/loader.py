@@ -142,8 +142,9 @@ class _Reader(torch.utils.data.Dataset):
         for attempt in range(_MAX_REPLACEMENTS + 1):
             j = (i + attempt) % n
             entry = int(self.split.positions[j])
+            index = self.split.index
             try:
-                pixels = decode(self.split.index.path(entry), j)
+                pixels = decode(index.source(entry), index.name(entry), j)
             except BadImageError:
                 if not self.skip_bad or attempt == _MAX_REPLACEMENTS:
                     raise
@@ -172,7 +173,7 @@ class CropDataset(_Reader):
         epoch, i = key
         config = self.config
 
-        def decode(path: Any, j: int) -> np.ndarray:
+        def decode(source: Any, name: str, j: int) -> np.ndarray:
             generator = crop_generator(self.seed, epoch, j)
 
             def boxes(height: int, width: int) -> np.ndarray:
@@ -180,7 +181,7 @@ class CropDataset(_Reader):
                     generator, self.num_views, height, width, config.crop_scale, config.crop_ratio
                 )
 
-            return decode_crops(path, config.crop_size, self.split.channels, boxes)
+            return decode_crops(source, config.crop_size, self.split.channels, boxes, name=name)
 
         pixels, label, skipped = self._read(int(i), decode)
         return torch.from_numpy(pixels), label, skipped
@@ -195,7 +196,7 @@ class SquareDataset(_Reader):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         pixels, label, skipped = self._read(
-            int(i), lambda path, j: decode_square(path, self.size, self.split.channels)
+            int(i), lambda source, name, j: decode_square(source, self.size, self.split.channels, name=name)
         )
         return torch.from_numpy(pixels), label, skipped
 

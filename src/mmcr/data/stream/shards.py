@@ -10,19 +10,22 @@ writes them (each to a temporary name, then renamed) with ``classes.json`` besid
 epoch)``; rank r of W takes shards r, r + W, ... of it and worker w of a rank's V
 DataLoader workers takes every V-th of those, so over all ranks and workers every sample
 is read exactly once per epoch. Within a worker a shuffle buffer (seeded by seed, epoch,
-rank and worker) mixes the samples of consecutive shards. Resuming is exact at epoch
-boundaries only: a run resumed mid-epoch starts that epoch's shards again.
+rank and worker) mixes the samples of consecutive shards. Given the shards' index
+(:func:`~mmcr.data.stream.shard_index.shard_index`) a stream reads on only the samples a
+mask keeps, and can pass over the first samples of each worker without decoding them:
+how :mod:`~mmcr.data.stream.shard_loader` resumes an epoch at its step.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import random
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,8 @@ import numpy as np
 import torch
 
 from mmcr.data.stream.index import FileIndex, write_atomic
+from mmcr.data.stream.shard_index import IMAGE_MEMBERS, sample_key
+from mmcr.records import write_text
 
 __all__ = [
     "IMAGE_MEMBERS",
@@ -40,12 +45,9 @@ __all__ = [
     "pack_shards",
     "raw_sample",
     "shard_files",
+    "shard_starts",
     "tsv_rows",
 ]
-
-#: Member suffixes read as the sample's image, in order of preference.
-IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
-
 
 def shard_files(source: str | Path) -> list[Path]:
     """The shards of ``source``: a ``.tar`` file, or the sorted ``*.tar`` files of a folder."""
@@ -70,8 +72,21 @@ class ShardStream(torch.utils.data.IterableDataset):
     """The samples of this rank's share of the shards, for one epoch (see the module docstring).
 
     Each sample is ``decode(sample)`` for the raw webdataset sample (a dict of member
-    suffix -> bytes, with ``"__key__"``); the default gives ``(image bytes, label,
-    caption)`` with label -1 and caption ``""`` where the members are absent.
+    suffix -> bytes, with ``"__key__"`` and ``"__url__"``); the default gives ``(image
+    bytes, label, caption)`` with label -1 and caption ``""`` where the members are absent.
+
+    Args:
+        shards: the shard files, in a fixed order (sorted names).
+        seed, epoch: seed the shard order and the shuffle buffer.
+        rank, world: this process's rank and the number of processes.
+        shuffle_buffer: samples the buffer holds (1: read in shard order).
+        decode: turns a raw sample into what the stream yields.
+        index: the shards' index; with it each raw sample also carries ``"__index__"``, its
+            entry in the index (checked against the sample's key).
+        keep: bool ``(len(index),)``: only these samples enter the buffer (with ``index``).
+        skip: per DataLoader worker, how many of its first samples (after the buffer) are
+            passed over without being decoded.
+        tag_workers: yield ``(worker, item)`` pairs instead of items.
     """
 
     def __init__(
@@ -84,13 +99,21 @@ class ShardStream(torch.utils.data.IterableDataset):
         world: int = 1,
         shuffle_buffer: int = 1000,
         decode: Callable[[dict[str, Any]], Any] | None = None,
+        index: FileIndex | None = None,
+        keep: np.ndarray | None = None,
+        skip: Sequence[int] = (),
+        tag_workers: bool = False,
     ) -> None:
         super().__init__()
         if shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer must be >= 1 (1: no shuffling), got {shuffle_buffer}")
+        if keep is not None and index is None:
+            raise ValueError("keep names entries of the shards' index: pass index too")
         self.shards, self.seed, self.epoch = list(shards), seed, epoch
         self.rank, self.world, self.shuffle_buffer = rank, world, shuffle_buffer
         self.decode = decode or raw_sample
+        self.index, self.keep, self.skip, self.tag_workers = index, keep, tuple(skip), tag_workers
+        self.starts = {} if index is None else shard_starts(index)
 
     def set_epoch(self, epoch: int) -> None:
         """Read ``epoch``'s shard order next (call before each epoch's DataLoader iteration)."""
@@ -103,28 +126,76 @@ class ShardStream(torch.utils.data.IterableDataset):
             raise ImportError(
                 "reading webdataset shards needs the webdataset package: pip install 'mmcr[webdataset]'"
             ) from None
-        if not shards:
-            return
-        # this class splits the shards over ranks and workers itself: the library only reads
-        pipeline = wds.WebDataset(
-            [str(s) for s in shards], shardshuffle=False, nodesplitter=None, workersplitter=None,
-            empty_check=False,
-        )
-        yield from pipeline
+        for shard in shards:
+            # this class splits the shards over ranks and workers itself: the library only reads
+            pipeline = wds.WebDataset(
+                [str(shard)], shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False
+            )
+            if self.index is None:
+                yield from pipeline
+                continue
+            yield from self._indexed(shard, pipeline)
+
+    def _indexed(self, shard: Path, pipeline: Any) -> Iterator[dict[str, Any]]:
+        """The kept samples of one shard, each with its ``"__index__"``, checked against the index."""
+        assert self.index is not None
+        first, end = self.starts[str(shard.relative_to(self.index.root))]
+        position = first
+        for sample in pipeline:
+            if position >= end or _index_key(self.index, position) != sample["__key__"]:
+                raise ValueError(_changed(shard, sample["__key__"]))
+            if self.keep is None or self.keep[position]:
+                sample["__index__"] = position
+                yield sample
+            position += 1
+        if position != end:
+            raise ValueError(_changed(shard, "its end"))
 
     def __iter__(self) -> Iterator[Any]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         mine = assigned_shards(self.shards, self.seed, self.epoch, self.rank, self.world, worker, workers)
         rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{worker}")
+        skip = self.skip[worker] if worker < len(self.skip) else 0
         buffer: list[dict[str, Any]] = []
-        for sample in self._samples(mine):
-            buffer.append(sample)
-            if len(buffer) >= self.shuffle_buffer:
-                yield self.decode(buffer.pop(rng.randrange(len(buffer))))
-        rng.shuffle(buffer)
-        for sample in buffer:
-            yield self.decode(sample)
+
+        def emitted() -> Iterator[dict[str, Any]]:
+            for sample in self._samples(mine):
+                buffer.append(sample)
+                if len(buffer) >= self.shuffle_buffer:
+                    j = rng.randrange(len(buffer))
+                    buffer[j], buffer[-1] = buffer[-1], buffer[j]
+                    yield buffer.pop()
+            rng.shuffle(buffer)
+            yield from buffer
+
+        for count, sample in enumerate(emitted()):
+            if count < skip:
+                continue  # read, not decoded: a resumed epoch passes over what it already trained on
+            item = self.decode(sample)
+            yield (worker, item) if self.tag_workers else item
+
+
+def shard_starts(index: FileIndex) -> dict[str, tuple[int, int]]:
+    """Each shard's (relative name) first index entry and the entry after its last."""
+    paths = index.paths
+    bounds = np.flatnonzero(paths[1:] != paths[:-1]) + 1 if len(paths) > 1 else np.empty(0, np.int64)
+    edges = [0, *bounds.tolist(), len(paths)]
+    return {bytes(paths[a]).decode("utf-8"): (a, b) for a, b in itertools.pairwise(edges)}
+
+
+def _index_key(index: FileIndex, position: int) -> str | None:
+    assert index.members is not None
+    parts = sample_key(bytes(index.members[position]).decode("utf-8"))
+    return None if parts is None else parts[0]
+
+
+def _changed(shard: Path, where: str) -> str:
+    return (
+        f"shard {shard} does not match its index at {where}: it changed since it was indexed; "
+        "run again (the index is rebuilt when a shard's size or time changes) or delete the "
+        "shards-*.npz index in the cache directory"
+    )
 
 
 def raw_sample(sample: dict[str, Any]) -> tuple[bytes, int, str]:
@@ -198,7 +269,7 @@ def pack_shards(
         if progress is not None:
             progress(len(chunk))
     if classes is not None:
-        (dest / "classes.json").write_text(json.dumps(classes))
+        write_text(dest / "classes.json", json.dumps(classes))
     return written
 
 

@@ -1,0 +1,112 @@
+"""Pretraining on webdataset shards: packed from a tree, streamed by workers, resumed exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from mmcr.build import Checkpoint, choose_loader, load_data
+from mmcr.checkpoint import load_checkpoint
+from mmcr.cli import main
+from mmcr.config import build_config
+from mmcr.evaluate import EvalOptions, evaluate
+from mmcr.training import loop as loop_module
+from mmcr.training import pretrain
+
+try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
+    from image_trees import TINY_DIGITS, make_tree
+except ImportError:  # pragma: no cover - layout with tests/__init__.py
+    from tests.image_trees import TINY_DIGITS, make_tree  # type: ignore[no-redef]
+
+pytest.importorskip("webdataset")
+
+
+def pack(tree: Path, dest: Path, split: str, shard_size: int) -> None:
+    args = ["data", "pack", str(tree), str(dest / split), "--split", split, "--shard-size", str(shard_size)]
+    assert main([*args, "--no-progress"]) == 0
+
+
+@pytest.fixture
+def shards(tmp_path: Path) -> Path:
+    """24 train samples in 8 shards of 3 (22 pretrained on, 2 held out), 12 test in 3 shards."""
+    tree = make_tree(tmp_path / "tree", per_class=8)
+    root = tmp_path / "shards"
+    pack(tree, root, "train", 3)
+    pack(tree, root, "test", 4)
+    return root
+
+
+def recipe(shards: Path, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    return {
+        **TINY_DIGITS,
+        "dataset": "webdataset",
+        "augment": "imagenet",
+        "data_dir": str(shards),
+        "cache_dir": str(tmp_path / "cache"),
+        "loader": "stream",
+        "crop_size": 16,
+        "encoder_width": 4,
+        "batch_size": 6,  # 22 samples: 3 steps an epoch
+        "monitor_size": 16,
+        "log_every": 1,
+        "num_workers": 2,
+        **overrides,
+    }
+
+
+def step_records(out: Path) -> list[dict[str, Any]]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == "step"]
+
+
+def test_pretrain_streams_the_shards_and_writes_metrics_and_a_checkpoint(
+    shards: Path, tmp_path: Path
+) -> None:
+    cfg = build_config(None, recipe(shards, tmp_path, out=str(tmp_path / "run"), epochs=1))
+    assert choose_loader(cfg) == "stream"
+    data = load_data(cfg)
+    assert data.shards is not None and data.stream is None
+    assert (len(data.shards), len(data.val), data.num_classes) == (22, 2, 3)
+    assert data.train.classes == ["c0", "c1", "c2"]
+    ckpt = pretrain(cfg)
+    state = load_checkpoint(ckpt)
+    assert state["step"] == 3 and state["reason"] == "end"
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    steps = step_records(ckpt.parent)
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    records = [json.loads(line) for line in (ckpt.parent / "metrics.jsonl").read_text().splitlines()]
+    epoch = [r for r in records if r["kind"] == "epoch"]
+    assert len(epoch) == 1 and 0.0 <= epoch[0]["knn_val_acc"] <= 1.0
+    # evaluation reads every sample of the train, val and test shards
+    results = evaluate(EvalOptions(checkpoint=str(ckpt), probe=False, report=False))
+    assert (results["num_train"], results["num_val"], results["num_test"]) == (22, 2, 12)
+    assert 0.0 <= results["knn"]["test_accuracy"] <= 1.0
+
+
+def test_an_interrupted_and_resumed_run_is_the_uninterrupted_run(
+    shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    straight = pretrain(build_config(None, recipe(shards, tmp_path, out=str(tmp_path / "straight"))))
+    real_step = loop_module.train_step
+
+    def interrupted_after_4(state: Any, *args: Any, **kwargs: Any) -> Any:
+        if state.step == 4:  # 4 steps done and logged: the middle of epoch 1 (3 steps an epoch)
+            raise KeyboardInterrupt("stopped for the test")
+        return real_step(state, *args, **kwargs)
+
+    stopped = tmp_path / "stopped"
+    monkeypatch.setattr(loop_module, "train_step", interrupted_after_4)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(build_config(None, recipe(shards, tmp_path, out=str(stopped))))
+    assert Checkpoint.load(stopped / "last.pt").step == 4
+    monkeypatch.undo()
+    resumed = pretrain(build_config(None, recipe(shards, tmp_path, out=str(stopped))), resume=True)
+    a, b = load_checkpoint(straight), load_checkpoint(resumed)
+    assert a["step"] == b["step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert [r["loss"] for r in step_records(straight.parent)] == [r["loss"] for r in step_records(stopped)]
