@@ -222,9 +222,17 @@ def _cache_key(cfg: PretrainConfig, split: str) -> dict[str, Any]:
     if info.name == "synthetic":
         key.update(size=cfg.synthetic_size, seed=cfg.seed)
     if info.name in STREAMING_DATASETS:  # the listing of the tree: a changed tree is another entry
-        digests = [hashlib.sha256(_index(cfg, s).paths.tobytes()).hexdigest() for s in split.split("+")]
-        key["files"] = digests
+        key["files"] = [_listing_digest(_index(cfg, s)) for s in split.split("+")]
     return key
+
+
+def _listing_digest(index: FileIndex) -> str:
+    """A digest of an index's files (and, for shards, of where each image lies in them)."""
+    digest = hashlib.sha256(index.paths.tobytes())
+    for extra in (index.offsets, index.sizes):
+        if extra is not None:
+            digest.update(extra.tobytes())
+    return digest.hexdigest()
 
 
 def _load_cached(cfg: PretrainConfig) -> Data:

@@ -87,6 +87,37 @@ def test_pretrain_streams_the_shards_and_writes_metrics_and_a_checkpoint(
     assert 0.0 <= results["knn"]["test_accuracy"] <= 1.0
 
 
+def test_auto_reads_small_shards_into_memory_and_streams_over_the_budget(
+    shards: Path, tmp_path: Path
+) -> None:
+    base = recipe(shards, tmp_path, loader="auto", image_size=16)
+    assert choose_loader(build_config(None, base)) == "memory"
+    assert choose_loader(build_config(None, {**base, "memory_budget_gb": 1e-6})) == "stream"
+    whole = load_data(build_config(None, base))
+    streamed = load_data(build_config(None, {**base, "loader": "stream"}))
+    assert whole.shards is None and whole.train.images.shape == (22, 3, 16, 16)
+    assert streamed.shards is not None and torch.equal(whole.train.labels, streamed.train.labels)
+    assert torch.equal(whole.val.labels, streamed.val.labels)  # the same held-out samples
+
+
+@pytest.mark.slow
+def test_the_imagenet100_recipe_pretrains_on_shards(shards: Path, tmp_path: Path) -> None:
+    path = Path(__file__).resolve().parents[2] / "configs" / "imagenet100.toml"
+    small = {
+        "dataset": "webdataset", "data_dir": str(shards), "cache_dir": str(tmp_path / "cache"),
+        "memory_budget_gb": 1e-6,  # the recipe's own loader choice (auto), with a budget the shards exceed
+        "image_size": 72, "crop_size": 64, "batch_size": 4, "projector_hidden": [32, 32], "projector_dim": 16,
+        "val_fraction": 0.25, "max_steps": 2, "eval_every": 0, "monitor_size": 8, "num_workers": 1,
+        "progress": False, "threads": 1, "out": str(tmp_path / "in100"),
+    }
+    cfg = build_config(path, small)
+    assert cfg.loader == "auto" and choose_loader(cfg) == "stream"
+    assert (cfg.encoder, cfg.momentum_encoder, cfg.bf16) == ("resnet50", True, True)
+    state = load_checkpoint(pretrain(cfg))
+    assert state["step"] == 2 and "momentum" in state
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
 def test_an_interrupted_and_resumed_run_is_the_uninterrupted_run(
     shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
