@@ -141,3 +141,20 @@ def test_scaling_sweep_and_fit_end_to_end(tmp_path: Path, train_calls: list[str]
     assert main(["report", str(out)]) == 0
     assert (out / "fit_flops.png").exists() and "Fits" in (out / "summary.md").read_text()
     assert len(train_calls) == 4
+
+
+def test_shards_split_the_plan_between_processes(tmp_path: Path) -> None:
+    spec = parse_sweep(tomllib.loads(SCALING), kind="scaling")
+    names = [r.name for r in plan_runs(spec)]
+    listed: list[set[str]] = []
+    for k in range(3):
+        lines: list[str] = []
+        run_sweep(spec, tmp_path / "sh", dry_run=True, shard=(k, 3), log=lines.append)
+        listed.append({name for name in names if any(f" {name} " in line for line in lines)})
+    assert set().union(*listed) == set(names)
+    assert sum(len(s) for s in listed) == len(names)  # each run in exactly one shard
+    with pytest.raises(ValueError, match="shard"):
+        run_sweep(spec, tmp_path / "sh", dry_run=True, shard=(3, 3))
+    with pytest.raises(SystemExit) as exc:  # argparse's usage error
+        main(["sweep", "scaling", "--config", str(write(tmp_path, "s.toml", SCALING)), "--shard", "2/2"])
+    assert exc.value.code == 2

@@ -24,6 +24,10 @@ from numpy.typing import ArrayLike
 from mmcr.analysis.theory import PPEGrid, ppe_at_equal_size, ppe_marchenko_pastur
 
 __all__ = [
+    "plot_law_curves",
+    "plot_law_exponents",
+    "plot_law_parity",
+    "plot_law_residuals",
     "plot_parity",
     "plot_ppe_curves",
     "plot_ppe_heatmap",
@@ -43,9 +47,7 @@ def _as_grid(grid_result: PPEGrid | Mapping[str, Any]) -> PPEGrid:
         return grid_result
     if isinstance(grid_result, Mapping):
         return PPEGrid.from_dict(dict(grid_result))
-    raise ValueError(
-        f"Expected a PPEGrid or its to_dict() mapping; got {type(grid_result).__name__}."
-    )
+    raise ValueError(f"Expected a PPEGrid or its to_dict() mapping; got {type(grid_result).__name__}.")
 
 
 def _save(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
@@ -104,14 +106,10 @@ def plot_ppe_vs_P(grid_result: PPEGrid | Mapping[str, Any], path: str | Path) ->
             color=colour,
             label=f"D = {int(D)}",
         )
-        ax.plot(
-            p_dense, [ppe_marchenko_pastur(p, float(D)) for p in p_dense], "-", color=colour, lw=1.2
-        )
+        ax.plot(p_dense, [ppe_marchenko_pastur(p, float(D)) for p in p_dense], "-", color=colour, lw=1.2)
         if p_lo <= D <= p_hi:
             ax.axvline(float(D), color=colour, ls=":", lw=1.0)
-    ax.axhline(
-        ppe_at_equal_size(), color="0.5", lw=0.8, ls="--", label=r"$1 - 8/(3\pi)$ (limit at P = D)"
-    )
+    ax.axhline(ppe_at_equal_size(), color="0.5", lw=0.8, ls="--", label=r"$1 - 8/(3\pi)$ (limit at P = D)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("batch size P (number of centroids)")
@@ -146,9 +144,7 @@ def _heatmap_panel(
     norm: colors.Normalize | None = None,
 ) -> None:
     # pcolormesh wants (rows = D, columns = P): put P on x and D on y.
-    mesh = ax.pcolormesh(
-        _log_edges(Ps), _log_edges(Ds), np.asarray(values).T, cmap="magma", norm=norm
-    )
+    mesh = ax.pcolormesh(_log_edges(Ps), _log_edges(Ds), np.asarray(values).T, cmap="magma", norm=norm)
     lo = max(float(Ps.min()), float(Ds.min())) / 2.0
     hi = min(float(Ps.max()), float(Ds.max())) * 2.0
     ax.plot([lo, hi], [lo, hi], color="cyan", lw=1.2, ls="--", label="P = D (ridge)")
@@ -216,9 +212,7 @@ def plot_ppe_heatmap(
                 f"measured values must have shape (len(Ps), len(Ds)) = "
                 f"{(len(m_ps), len(m_ds))}; got {values.shape}."
             )
-        _heatmap_panel(
-            fig, axes[1], m_ps, m_ds, values, label, "PPE (fraction)", _colour_norm(values)
-        )
+        _heatmap_panel(fig, axes[1], m_ps, m_ds, values, label, "PPE (fraction)", _colour_norm(values))
     return _save(fig, path)
 
 
@@ -248,9 +242,7 @@ def plot_scaling_fit(
     c = np.asarray(compute, dtype=np.float64).reshape(-1)
     y = np.asarray(loss, dtype=np.float64).reshape(-1)
     if c.shape != y.shape or c.size == 0:
-        raise ValueError(
-            f"compute and loss must be non-empty and equally long; got {c.size}, {y.size}."
-        )
+        raise ValueError(f"compute and loss must be non-empty and equally long; got {c.size}, {y.size}.")
     if np.any(c <= 0):
         raise ValueError("compute must be positive to draw on a log axis.")
     if extrapolate < 1:
@@ -274,9 +266,7 @@ def plot_scaling_fit(
     ax.plot(grid_out, fit.predict(grid_out), "--", color="C0", lw=1.6, label="extrapolation")
     ax.plot(c[~held], y[~held], "o", color="C1", ms=5, label="runs (fitted)")
     if np.any(held):
-        ax.plot(
-            c[held], y[held], "o", mfc="none", color="C3", ms=7, mew=1.5, label="runs (held out)"
-        )
+        ax.plot(c[held], y[held], "o", mfc="none", color="C3", ms=7, mew=1.5, label="runs (held out)")
     params = getattr(fit, "params", None)
     if isinstance(params, Mapping) and {"E", "A", "alpha"} <= set(params):
         ax.axhline(float(params["E"]), color="0.5", lw=0.8, ls=":", label="E (irreducible)")
@@ -455,4 +445,171 @@ def plot_parity(
     ax.set_title("L = E + sum_i A_i x_i^-alpha_i over S, B, D, K", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.25)
+    return _save(fig, path, dpi=130)
+
+
+# --------------------------------------------------------------------------------------
+# The predictive scaling study (mmcr.experiments.scaling_predict): one point per (cell, S).
+# --------------------------------------------------------------------------------------
+
+_SET_STYLE = {
+    "fit": ("fitted", "C0", "o", True),
+    "compute_2x": ("held out: 2x compute", "C2", "s", False),
+    "compute_4_8x": ("held out: 4-8x compute", "C3", "D", False),
+    "unseen_cells": ("held out: unseen cell", "C4", "^", False),
+}
+
+
+class _Law(Protocol):
+    def predict(self, variables: Mapping[str, np.ndarray], floor: np.ndarray | None = None) -> np.ndarray: ...
+
+
+def plot_law_parity(points: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Seed-mean PPE against the hold-out fit's prediction, by set, with a +-5 % band."""
+    fig = Figure(figsize=(5.0, 4.6), layout=None)
+    ax = fig.add_subplot()
+    obs_all = np.array([p["observed"] for p in points])
+    pred_all = np.array([p["predicted_holdout_fit"] for p in points])
+    lo, hi = (
+        float(min(obs_all.min(), pred_all.min())) * 0.85,
+        float(max(obs_all.max(), pred_all.max())) * 1.15,
+    )
+    grid = np.geomspace(lo, hi, 50)
+    ax.plot(grid, grid, color="0.4", lw=0.8, ls="--", label="predicted = observed")
+    ax.fill_between(grid, grid * 0.95, grid * 1.05, color="0.85", label="+-5 %")
+    for name, (label, colour, marker, filled) in _SET_STYLE.items():
+        sel = [p for p in points if p["set"] == name]
+        if not sel:
+            continue
+        obs = [p["observed"] for p in sel]
+        pred = [p["predicted_holdout_fit"] for p in sel]
+        ax.plot(
+            obs,
+            pred,
+            marker,
+            color=colour,
+            mfc=colour if filled else "none",
+            ms=5,
+            mew=1.3,
+            ls="",
+            label=label,
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("observed PPE (mean over seeds)")
+    ax.set_ylabel("predicted PPE (law fitted on the fit set only)")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.25)
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.13, top=0.92)
+    return _save(fig, path, dpi=130)
+
+
+def plot_law_curves(points: Sequence[Mapping[str, Any]], law: _Law, path: str | Path) -> Path:
+    """PPE against steps for every cell (both sides of B = D), the law and the ideal floor."""
+    cells = list(dict.fromkeys(p["cell"] for p in points))
+    sides = {
+        "B > D": [c for c in cells if _cell_side(points, c) == "above"],
+        "B < D": [c for c in cells if _cell_side(points, c) == "below"],
+    }
+    fig = Figure(figsize=(10.0, 4.4), layout=None)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, (title, side_cells) in zip(axes, sides.items(), strict=True):
+        for i, cell in enumerate(side_cells):
+            sel = sorted((p for p in points if p["cell"] == cell), key=lambda p: p["steps"])
+            colour = f"C{i % 10}"
+            s = np.array([p["steps"] for p in sel], dtype=np.float64)
+            first = sel[0]
+            grid = np.geomspace(s.min() * 0.8, s.max() * 1.25, 60)
+            n = len(grid)
+            variables = {
+                "steps": grid,
+                "batch_size": np.full(n, float(first["batch_size"])),
+                "projector_dim": np.full(n, float(first["projector_dim"])),
+                "num_views": np.full(n, float(first["num_views"])),
+                "sample_views": grid * first["batch_size"] * first["num_views"],
+                "flops": grid * first["flops"] / first["steps"],
+            }
+            ax.plot(grid, law.predict(variables, np.full(n, first["floor"])), color=colour, lw=1.2)
+            ax.axhline(first["floor"], color=colour, lw=0.6, ls=":")
+            for set_name, (_, _, marker, filled) in _SET_STYLE.items():
+                members = [p for p in sel if p["set"] == set_name]
+                if not members:
+                    continue
+                ax.errorbar(
+                    [p["steps"] for p in members],
+                    [p["observed"] for p in members],
+                    yerr=[_finite_or_zero(p.get("seed_std")) for p in members],
+                    fmt=marker,
+                    color=colour,
+                    mfc=colour if filled else "none",
+                    ms=5,
+                    capsize=2,
+                )
+            ax.plot([], [], color=colour, label=cell)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("gradient steps S")
+        ax.set_title(f"{title}: law fitted on the fit set (filled markers); dotted: ideal floor", fontsize=8)
+        if side_cells:
+            ax.legend(fontsize=7, ncol=2)
+        ax.grid(True, alpha=0.25)
+    axes[0].set_ylabel("PPE (mean over seeds, bars: seed std)")
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.13, top=0.92)
+    return _save(fig, path, dpi=130)
+
+
+def _finite_or_zero(value: Any) -> float:
+    """A spread to draw: 0 where it is missing (one seed; NaN, stored as null)."""
+    return float(value) if value is not None and math.isfinite(float(value)) else 0.0
+
+
+def _cell_side(points: Sequence[Mapping[str, Any]], cell: str) -> str:
+    p = next(p for p in points if p["cell"] == cell)
+    return "below" if p["batch_size"] < p["projector_dim"] else "above"
+
+
+def plot_law_residuals(points: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Relative residual (predicted / observed - 1) of the hold-out fit against steps, by set."""
+    fig = Figure(figsize=(6.0, 4.0), layout=None)
+    ax = fig.add_subplot()
+    ax.axhspan(-0.05, 0.05, color="0.88", label="+-5 %")
+    ax.axhline(0.0, color="0.4", lw=0.8)
+    for name, (label, colour, marker, filled) in _SET_STYLE.items():
+        sel = [p for p in points if p["set"] == name]
+        if not sel:
+            continue
+        x = np.array([p["steps"] for p in sel], dtype=np.float64)
+        x = x * np.exp(np.linspace(-0.08, 0.08, len(sel)))  # a small jitter so cells do not overlap
+        r = [p["predicted_holdout_fit"] / p["observed"] - 1.0 for p in sel]
+        ax.plot(x, r, marker, color=colour, mfc=colour if filled else "none", ms=5, ls="", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("gradient steps S")
+    ax.set_ylabel("predicted / observed - 1")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.25)
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.13, top=0.92)
+    return _save(fig, path, dpi=130)
+
+
+def plot_law_exponents(fits: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str | Path) -> Path:
+    """Fitted exponents with their bootstrap CIs, one row per parameter, one colour per fit."""
+    names = [n for n in next(iter(fits.values())) if n not in ("log A", "E", "side")]
+    fig = Figure(figsize=(6.0, 0.5 + 0.45 * max(len(names), 1)), layout=None)
+    ax = fig.add_subplot()
+    for i, (fit_name, exps) in enumerate(fits.items()):
+        y = np.arange(len(names)) + 0.18 * (i - (len(fits) - 1) / 2)
+        values = np.array([exps[n]["value"] for n in names])
+        lo = np.array([exps[n].get("ci_low", exps[n]["value"]) for n in names])
+        hi = np.array([exps[n].get("ci_high", exps[n]["value"]) for n in names])
+        ax.errorbar(
+            values, y, xerr=[values - lo, hi - values], fmt="o", color=f"C{i}", capsize=3, label=fit_name
+        )
+    ax.set_yticks(
+        np.arange(len(names)), [str(next(iter(fits.values()))[n]["label"]) for n in names], fontsize=8
+    )
+    ax.axvline(0.0, color="0.5", lw=0.8)
+    ax.set_xlabel("exponent (95 % bootstrap CI)")
+    ax.legend(fontsize=7)
+    ax.grid(True, axis="x", alpha=0.25)
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.13, top=0.92)
     return _save(fig, path, dpi=130)

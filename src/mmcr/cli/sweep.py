@@ -113,6 +113,23 @@ percentile-bootstrap confidence intervals. The target must be positive: the trai
 PPE (default) or the validation PPE; the raw loss -||C||_* is negative and cannot be
 fitted. Writes SWEEP_DIR/fit.json, fit.md and fit_*.png, holdout_*.png, joint_parity.png
 (measured points, fitted curve, extrapolation band); `mmcr report` redraws them.
+
+A designed sweep (a [design] table: every (B, D, K) cell at every S, several seeds) gets
+the predictive study instead: the laws, e.g.
+
+    PPE = f(B, D) + A S^-alpha B^-beta D^-delta K^-gamma
+
+with f(B, D) the PPE of ideal (aligned, uniform) embeddings, no training's floor, and its
+alternatives (compute as sample-views or FLOPs; exponents per side of B = D; no floor; a
+fitted floor) are fitted on the small-compute runs of all but the held-out cells, and
+scored on the runs at 4-8x that compute and on the held-out cells. The form with the
+lowest median hold-out error is refitted on every run and stored in
+SWEEP_DIR/prediction.json (also prediction.md and predict_*.png). Then
+
+    mmcr fit SWEEP_DIR --predict steps=4000,batch_size=512,projector_dim=128,num_views=4
+
+prints the predicted PPE with its 95 % intervals and the steps and compute needed to
+reach lower PPEs (--reach).
 """
 
 _REPORT_DESCRIPTION = """\
@@ -220,7 +237,12 @@ def _add_fit(subparsers: Any) -> None:
         description=_FIT_DESCRIPTION,
         epilog=(
             "examples:\n  mmcr fit runs/scaling\n"
-            "  mmcr fit runs/scaling --compute sample_views --target val_ppe"
+            "  mmcr fit runs/scaling --compute sample_views --target val_ppe\n"
+            "  mmcr fit runs/scaling_predict\n"
+            "  mmcr fit runs/scaling_predict \\\n"
+            "      --predict steps=1600,batch_size=128,projector_dim=16,num_views=2\n"
+            "  mmcr fit runs/scaling_predict --predict steps=400,batch_size=64,projector_dim=8,num_views=4 "
+            "--reach 0.08"
         ),
         formatter_class=_RAW,
     )
@@ -252,6 +274,28 @@ def _add_fit(subparsers: Any) -> None:
         help="share of the largest-compute runs held out to test extrapolation (default: 0.2)",
     )
     fit.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
+    fit.add_argument(
+        "--predict",
+        default=None,
+        metavar="steps=S,batch_size=B,projector_dim=D,num_views=K",
+        help="designed sweeps: print the stored law's PPE at this point (fits first if needed)",
+    )
+    fit.add_argument(
+        "--reach",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="PPE",
+        help="with --predict: the steps and compute needed to reach these PPEs at its B, D, K "
+        "(default: halve and quarter the excess over the floor)",
+    )
+    fit.add_argument(
+        "--holdout-cells",
+        default=None,
+        metavar="CELLS",
+        help="designed sweeps: cells left out of the fit, e.g. B64_D16_K2,B16_D128_K2 "
+        "(default: on each side of B = D, the cell nearest the middle of that side's cells)",
+    )
     fit.set_defaults(func=_run_fit)
 
 
@@ -289,8 +333,32 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 
 def _run_fit(args: argparse.Namespace) -> int:
+    from mmcr.experiments.results import load_meta
     from mmcr.experiments.scaling_fit import fit_sweep
+    from mmcr.experiments.scaling_predict import PREDICTION_FILE, parse_point, predict_point, predictive_study
 
+    point = parse_point(args.predict) if args.predict is not None else None
+    if args.reach is not None and point is None:
+        raise ValueError("--reach needs --predict (the point whose B, D, K it plans for).")
+    meta = load_meta(args.sweep_dir)
+    if meta.get("spec", {}).get("cells"):
+        if point is None or not (args.sweep_dir / PREDICTION_FILE).exists():
+            cells = None if args.holdout_cells is None else [c for c in args.holdout_cells.split(",") if c]
+            predictive_study(
+                args.sweep_dir,
+                target=args.target,
+                holdout_cells=cells,
+                bootstrap=args.bootstrap,
+                seed=args.seed,
+            )
+        if point is not None:
+            predict_point(args.sweep_dir, point, reach=args.reach)
+        return 0
+    if point is not None or args.holdout_cells is not None:
+        raise ValueError(
+            f"--predict and --holdout-cells need a designed scaling sweep ([design] cells); "
+            f"{args.sweep_dir} has none."
+        )
     fit_sweep(
         args.sweep_dir,
         target=args.target,

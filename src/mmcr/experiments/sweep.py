@@ -64,10 +64,10 @@ from mmcr.experiments.spec import (
 from mmcr.objectives.mmcr import max_nuclear_norm
 from mmcr.records import METRICS_NAME, read_json, write_json
 
-__all__ = ["SweepOutcome", "collect_result", "report_sweep", "run_sweep"]
+__all__ = ["SweepOutcome", "collect_result", "forward_flops", "report_sweep", "run_sweep"]
 
 
-def _forward_flops(cfg: PretrainConfig) -> float:
+def forward_flops(cfg: PretrainConfig) -> float:
     """Forward FLOPs of one view through encoder + projector (conv and linear layers)."""
     channels = dataset_info(cfg.dataset).channels
     crop = augment_config(cfg).crop_size
@@ -100,7 +100,7 @@ def collect_result(
     monitor = epochs[-1] if epochs else {}
     total_steps = int(steps[-1]["step"])
     P, D, K = int(cfg.batch_size), int(cfg.projector_dim), int(cfg.num_views)
-    forward = _forward_flops(cfg)
+    forward = forward_flops(cfg)
     ppes = [float(r["ppe"]) for r in tail]
     result: dict[str, Any] = {
         "name": run.name,
@@ -314,14 +314,15 @@ def run_sweep(
     for i, (plan, run) in enumerate(zip(planned, runs, strict=True), start=1):
         prefix = f"[{i:>{width}}/{len(runs)}] {run.name:<24}"
         record = done.get(run.name)
+        mine = shard is None or (i - 1) % shard[1] == shard[0]
+        if record is None and not mine:
+            continue  # another shard's run, not finished when this one started: left to it
         if record is None:
             record = run.result()
             if record is not None:  # the sweep stopped between the done-marker and its line
                 sweep.record(record)
         if record is not None:
             sweep.reuse(run, record, prefix)
-        elif shard is not None and (i - 1) % shard[1] != shard[0]:
-            continue  # another shard's run
         elif dry_run:
             state = "partial (resumes)" if run.has_checkpoint() else "to train"
             log(f"{prefix} {state:<18} {_describe(plan, run.cfg)}")
