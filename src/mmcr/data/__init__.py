@@ -5,7 +5,9 @@ load a whole split into memory as uint8 ``(N, C, H, W)`` images (:mod:`mmcr.data
 each called with the one :class:`DatasetRequest` that :func:`load_dataset` builds;
 :class:`MultiViewAugment` (:mod:`mmcr.data.augment`) turns a batch into K augmented views
 ``(N, K, C, crop, crop)`` on the batch's device, and :func:`plain_view` gives the
-deterministic evaluation view ``(N, C, crop, crop)``.
+deterministic evaluation view ``(N, C, crop, crop)``. Paired image-text data sets
+(:mod:`mmcr.data.paired`: ``"emoji"``, ``"csv"``) are in the same registry, and
+:func:`load_paired` reads their images with a list of captions per image.
 
 >>> from mmcr.data import MultiViewAugment, load_dataset, plain_view, preset
 >>> train = load_dataset("digits", "train")
@@ -29,6 +31,9 @@ from mmcr.data.augment import (
     sample_params,
 )
 from mmcr.data.dataset import ImageDataset, train_val_split
+from mmcr.data.paired import PairedDataset, PairedOptions, load_paired, register_paired_dataset
+from mmcr.data.readers.csv_pairs import CSV_PAIRS, load_csv_pairs
+from mmcr.data.readers.emoji import EMOJI, load_emoji_pairs
 from mmcr.data.readers.idx import read_idx
 from mmcr.data.readers.search import DATA_DIR_ENV
 from mmcr.data.readers.synthetic import synthetic_dataset
@@ -43,9 +48,15 @@ from mmcr.data.registry import (
     register_dataset,
 )
 
+#: The paired image-text data sets registered when :mod:`mmcr.data` is imported.
+PAIRED_DATASETS = ((EMOJI, load_emoji_pairs), (CSV_PAIRS, load_csv_pairs))
+for _info, _paired in PAIRED_DATASETS:
+    register_paired_dataset(_info, _paired)
+
 __all__ = [
     "DATASETS",
     "DATA_DIR_ENV",
+    "PAIRED_DATASETS",
     "PRESETS",
     "AugmentConfig",
     "AugmentParams",
@@ -54,15 +65,19 @@ __all__ = [
     "ImageDataset",
     "Loader",
     "MultiViewAugment",
+    "PairedDataset",
+    "PairedOptions",
     "apply_params",
     "dataset_info",
     "dataset_names",
     "load_dataset",
+    "load_paired",
     "plain_view",
     "preset",
     "preset_names",
     "read_idx",
     "register_dataset",
+    "register_paired_dataset",
     "sample_params",
     "synthetic_dataset",
     "train_val_split",
