@@ -141,3 +141,15 @@ def test_an_interrupted_and_resumed_run_is_the_uninterrupted_run(
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert [r["loss"] for r in step_records(straight.parent)] == [r["loss"] for r in step_records(stopped)]
+
+
+def test_resuming_with_another_worker_count_says_the_order_changes(
+    shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "run")
+    pretrain(build_config(None, recipe(shards, tmp_path, out=out, stop_at_epoch=1, num_workers=0)))
+    capsys.readouterr()
+    pretrain(build_config(None, recipe(shards, tmp_path, out=out, num_workers=1)), resume=True)
+    err = capsys.readouterr().err
+    assert "num_workers = 0 and this one with 1" in err and "another order" in err
+    assert Checkpoint.load(Path(out) / "last.pt").step == 6
