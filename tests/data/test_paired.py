@@ -89,7 +89,7 @@ def test_paired_names_in_the_registry() -> None:
 def test_caption_of_a_webdataset_sample() -> None:
     sample = {"__key__": "000017", "__url__": "shards/train-0003.tar", "jpg": b"...", "txt": b" a cat\n"}
     assert sample_captions(sample) == ["a cat"]
-    several = {**sample, "txt": "a cat\n\na small cat\n".encode()}
+    several = {**sample, "txt": b"a cat\n\na small cat\n"}
     assert sample_captions(several, split_lines=True) == ["a cat", "a small cat"]
     where = r"shard shards/train-0003\.tar, sample '000017'"
     with pytest.raises(ValueError, match=where + r": the caption is not UTF-8 \(byte ff at offset 2\)"):

@@ -97,7 +97,8 @@ def test_missing_table_and_missing_data_dir(tree: Path) -> None:
 def test_missing_column_names_the_file_and_the_header(tree: Path) -> None:
     write_table(tree / "train.tsv", ["images/red.png\tred"], header="filepath\tcaption")
     for skip in (False, True):  # a bad header is never skipped
-        with pytest.raises(ValueError, match=r"train\.tsv line 1 \(the header\): no column 'title'.*'caption'"):
+        header_error = r"train\.tsv line 1 \(the header\): no column 'title'.*'caption'"
+        with pytest.raises(ValueError, match=header_error):
             load_paired("csv", "train", tree, options=PairedOptions(skip_bad_rows=skip))
 
 
