@@ -158,3 +158,24 @@ def test_shards_split_the_plan_between_processes(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:  # argparse's usage error
         main(["sweep", "scaling", "--config", str(write(tmp_path, "s.toml", SCALING)), "--shard", "2/2"])
     assert exc.value.code == 2
+
+
+def test_a_run_another_process_trains_is_left_to_it(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    spec = parse_sweep(tomllib.loads(SCALING), kind="scaling")
+    out = tmp_path / "busy"
+    first = plan_runs(spec)[0]
+    folder = out / "runs" / first.name
+    folder.mkdir(parents=True)
+    fd = os.open(folder, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as pretrain holds a run it trains
+    try:
+        lines: list[str] = []
+        run_sweep(spec, out, max_runs=1, log=lines.append)
+        assert any(first.name in line and "another process" in line for line in lines)
+        results = _lines(out / "results.jsonl")
+        assert [r["name"] for r in results] == [plan_runs(spec)[1].name]  # it took the next free run
+    finally:
+        os.close(fd)

@@ -218,8 +218,9 @@ def _add_sweep(subparsers: Any) -> None:
             type=_shard,
             default=None,
             metavar="K/N",
-            help="train only every N-th run, from the K-th (0 <= K < N): run N such commands "
-            "at once on one --out to use N cores (each run has its own threads)",
+            help="train only every N-th run, from the K-th (0 <= K < N). Without it, N plain "
+            "commands at once on one --out also share the work: each skips the runs another "
+            "is training and takes the next free one (each run has its own threads)",
         )
         p.add_argument(
             "--verbose",

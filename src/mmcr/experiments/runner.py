@@ -23,6 +23,8 @@ run killed before its first checkpoint starts again.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +89,20 @@ class Run:
     def finish(self, record: Mapping[str, Any]) -> Path:
         """Write the done marker (atomically; numpy values converted, non-finite floats null)."""
         return write_json(self.marker_path, record)
+
+    def in_use(self) -> bool:
+        """Whether another process holds the run's folder now (training it: the folder's flock)."""
+        try:
+            fd = os.open(self.dir, os.O_RDONLY)
+        except OSError:
+            return False  # no folder yet: nobody trains it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the probe's own lock
+        return False
 
     def has_checkpoint(self) -> bool:
         """Whether training left a checkpoint (an interrupted run resumes from it)."""

@@ -290,8 +290,10 @@ def run_sweep(
         verbose: show pretrain's own output instead of writing it to runs/<name>/train.log.
         log: where progress lines go.
         shard: ``(k, n)``: train only the runs whose position i (from 0) in the plan has
-            i mod n = k, so that n processes share one sweep directory (each on its own
-            cores); the others' runs are left to them. The report covers every finished run.
+            i mod n = k; the others' runs are left to them. Without it, several processes
+            may still share one sweep directory: a run another process is training (its
+            folder is locked) is skipped, so each takes the next free run. The report
+            covers every finished run.
     """
     out = Path(out_dir)
     _check_out(spec, out, max_runs)
@@ -329,8 +331,15 @@ def run_sweep(
         elif max_runs is not None and len(sweep.trained) >= max_runs:
             log(f"stopping after {max_runs} new run(s) (--max-runs); run the same command again to go on")
             break
+        elif run.in_use():
+            log(f"{prefix} being trained by another process: left to it")
         else:
-            sweep.train(plan, run, prefix)
+            try:
+                sweep.train(plan, run, prefix)
+            except ValueError as exc:
+                if "another process is writing" not in str(exc):
+                    raise
+                log(f"{prefix} taken by another process a moment ago: left to it")
     if dry_run:
         return SweepOutcome([r.name for r in runs], [], sweep.skipped, None)
     log(
