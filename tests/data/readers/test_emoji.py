@@ -118,7 +118,10 @@ def test_captions_and_labels_parsed(everything: PairedDataset) -> None:
 
 
 @needs_packages
-def test_grouped_split_keeps_every_variant_on_one_side(emoji_cache: str, everything: PairedDataset) -> None:
+def test_grouped_split_keeps_every_variant_on_one_side(
+    emoji_cache: str, everything: PairedDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MMCR_CACHE_DIR", emoji_cache)  # load_dataset below reads the same cache file
     options = PairedOptions(cache_dir=emoji_cache)
     parts = {s: load_paired("emoji", s, image_size=32, options=options) for s in ("train", "val", "test")}
     groups = {s: set(p.groups or ()) for s, p in parts.items()}
