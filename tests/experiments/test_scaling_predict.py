@@ -174,6 +174,8 @@ def test_cli_fit_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "lacks projector_dim, num_views" in capsys.readouterr().err
     assert main(["fit", str(out), "--holdout-cells", "B1_D1_K1"]) == 2
     assert "not cells of the sweep" in capsys.readouterr().err
+    assert main(["fit", str(out), "--fit-factor", "1"]) == 2
+    assert "fit_factor must be >= 2" in capsys.readouterr().err
     assert main(["fit", str(out), "--reach", "0.1"]) == 2
     assert "--reach needs --predict" in capsys.readouterr().err
 

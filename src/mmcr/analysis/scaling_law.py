@@ -14,10 +14,12 @@ over it as a product of powers,
 
 which is linear in log space, ``log(PPE - f) = log A - alpha log S - ...``, and is fitted by
 ordinary least squares. The alternatives (:data:`FORMS`) replace S by a compute (sample-views
-B K S, or FLOPs), let the exponents of B and D and the prefactor differ on the two sides
-of the P = D ridge, drop the floor (a pure power law in the PPE), or fit a constant floor
-E instead of the ideal one (nonlinear least squares in log space). Which form to trust is
-decided by hold-out error, never by the fit's own residuals.
+B K S, or FLOPs); let the prefactor and some or all exponents differ on the two sides of the
+P = D ridge (where the PPE's normaliser sqrt(P min(P, D)) changes form, so the two sides
+need not share one law); read B and D through their ratio max/min alone; drop the floor (a
+pure power law in the PPE); or fit a constant floor E instead of the ideal one (nonlinear
+least squares in log space). Which form to trust is decided by hold-out error, never by the
+fit's own residuals.
 
 Uncertainty: a cluster bootstrap resamples the fit's groups (by default one group per
 (cell, seed) series, so the runs of one training curve move together) and refits. The
@@ -77,7 +79,17 @@ _REGRESSORS: dict[str, tuple[str, Callable[[_Vars], np.ndarray]]] = {
         "delta shift where B < D",
         lambda v: _side(v) * np.log(np.asarray(v["projector_dim"], float)),
     ),
+    "side_S": ("alpha shift where B < D", lambda v: _side(v) * np.log(np.asarray(v["steps"], float))),
+    "side_K": ("gamma shift where B < D", lambda v: _side(v) * np.log(np.asarray(v["num_views"], float))),
+    "R": ("eta (ratio max(B, D) / min(B, D))", lambda v: _log_ratio(v)),
+    "side_R": ("eta shift where B < D", lambda v: _side(v) * _log_ratio(v)),
 }
+
+
+def _log_ratio(v: _Vars) -> np.ndarray:
+    b = np.asarray(v["batch_size"], dtype=np.float64)
+    d = np.asarray(v["projector_dim"], dtype=np.float64)
+    return np.log(np.maximum(b, d) / np.minimum(b, d))
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,24 @@ FORMS: dict[str, LawForm] = {
             "PPE = f(B,D) + A_s S^-alpha B^-beta_s D^-delta_s K^-gamma, A, beta, delta per side of B = D",
             "ideal",
             ("S", "B", "D", "K", "side", "side_B", "side_D"),
+        ),
+        LawForm(
+            "excess_sided_steps",
+            "PPE = f(B,D) + A_s S^-alpha_s B^-beta_s D^-delta_s K^-gamma: all but gamma per side of B = D",
+            "ideal",
+            ("S", "B", "D", "K", "side", "side_S", "side_B", "side_D"),
+        ),
+        LawForm(
+            "excess_per_side",
+            "PPE = f(B,D) + A_s S^-alpha_s B^-beta_s D^-delta_s K^-gamma_s: one law per side of B = D",
+            "ideal",
+            ("S", "B", "D", "K", "side", "side_S", "side_B", "side_D", "side_K"),
+        ),
+        LawForm(
+            "excess_ratio_sided",
+            "PPE = f(B,D) + A_s S^-alpha_s r^-eta_s K^-gamma_s, r = max(B,D)/min(B,D), per side of B = D",
+            "ideal",
+            ("S", "R", "K", "side", "side_S", "side_R", "side_K"),
         ),
         LawForm(
             "excess_sample_views",

@@ -291,6 +291,14 @@ def _add_fit(subparsers: Any) -> None:
         "(default: halve and quarter the excess over the floor)",
     )
     fit.add_argument(
+        "--fit-factor",
+        type=int,
+        default=8,
+        metavar="F",
+        help="designed sweeps: fit on S <= max S / F of each cell, predict S >= 4x that "
+        "(default: 8, so a grid up to 800 steps fits S <= 100 and predicts 400 and 800)",
+    )
+    fit.add_argument(
         "--holdout-cells",
         default=None,
         metavar="CELLS",
@@ -348,6 +356,7 @@ def _run_fit(args: argparse.Namespace) -> int:
             predictive_study(
                 args.sweep_dir,
                 target=args.target,
+                fit_factor=args.fit_factor,
                 holdout_cells=cells,
                 bootstrap=args.bootstrap,
                 seed=args.seed,

@@ -80,8 +80,13 @@ def _markdown(
     lines = [
         "# Compute scaling of the MMCR pretraining percent error",
         "",
-        f"Runs finished: {summary['finished_runs']} of {summary['planned_runs']}; base point "
-        f"{summary['point']}; total run time {summary['total_wall_s'] / 60:.1f} min.",
+        f"Runs finished: {summary['finished_runs']} of {summary['planned_runs']}; "
+        + (
+            f"base point {summary['point']}"
+            if summary["point"]
+            else "a designed study (every cell at every S; `mmcr fit` tests its laws as predictions)"
+        )
+        + f"; total run time {summary['total_wall_s'] / 60:.1f} min.",
         "",
         FLOPS_CONVENTION,
         "",
