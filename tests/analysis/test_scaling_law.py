@@ -125,3 +125,16 @@ def test_ideal_floor_is_the_monte_carlo_ppe_of_uniform_centroids() -> None:
     # far from the ridge the floor is small; on it, near 1 - 8 / (3 pi) = 0.151
     assert ideal_floor(128, 16, trials=16) < 0.02
     assert ideal_floor(64, 64, trials=16) == pytest.approx(0.151, abs=0.02)
+
+
+def test_a_law_per_side_reports_the_exponents_below_the_ridge() -> None:
+    v = _grid()
+    floor = np.full(len(v["steps"]), 0.02)
+    below = v["batch_size"] < v["projector_dim"]
+    alpha = np.where(below, 0.2, 0.5)
+    y = floor + 2.0 * v["steps"] ** -alpha * v["num_views"] ** -0.3
+    exps = fit_law("excess_per_side", v, y, floor, bootstrap=20).exponents()
+    assert exps["S"]["value"] == pytest.approx(0.5, abs=1e-8)
+    assert exps["S_below"]["value"] == pytest.approx(0.2, abs=1e-8)
+    assert exps["S"]["label"].endswith("where B > D") and exps["S_below"]["label"].endswith("where B < D")
+    assert exps["S_below"]["ci_low"] == pytest.approx(0.2, abs=1e-6)

@@ -593,8 +593,10 @@ def plot_law_residuals(points: Sequence[Mapping[str, Any]], path: str | Path) ->
 
 def plot_law_exponents(fits: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str | Path) -> Path:
     """Fitted exponents with their bootstrap CIs, one row per parameter, one colour per fit."""
-    names = [n for n in next(iter(fits.values())) if n not in ("log A", "E", "side")]
-    fig = Figure(figsize=(6.0, 0.5 + 0.45 * max(len(names), 1)), layout=None)
+    names = [
+        n for n in next(iter(fits.values())) if n not in ("log A", "E", "side") and not n.startswith("side_")
+    ]
+    fig = Figure(figsize=(7.5, 1.2 + 0.4 * max(len(names), 1)), layout=None)
     ax = fig.add_subplot()
     for i, (fit_name, exps) in enumerate(fits.items()):
         y = np.arange(len(names)) + 0.18 * (i - (len(fits) - 1) / 2)
@@ -611,5 +613,5 @@ def plot_law_exponents(fits: Mapping[str, Mapping[str, Mapping[str, Any]]], path
     ax.set_xlabel("exponent (95 % bootstrap CI)")
     ax.legend(fontsize=7)
     ax.grid(True, axis="x", alpha=0.25)
-    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.13, top=0.92)
+    fig.subplots_adjust(left=0.42, right=0.97, bottom=0.5 / fig.get_figheight() + 0.08, top=0.95)
     return _save(fig, path, dpi=130)

@@ -81,6 +81,10 @@ _REGRESSORS: dict[str, tuple[str, Callable[[_Vars], np.ndarray]]] = {
     ),
     "side_S": ("alpha shift where B < D", lambda v: _side(v) * np.log(np.asarray(v["steps"], float))),
     "side_K": ("gamma shift where B < D", lambda v: _side(v) * np.log(np.asarray(v["num_views"], float))),
+    "S2": (
+        "curvature in log S (not an exponent: log excess gains -c (log S)^2)",
+        lambda v: np.log(np.asarray(v["steps"], float)) ** 2,
+    ),
     "R": ("eta (ratio max(B, D) / min(B, D))", lambda v: _log_ratio(v)),
     "side_R": ("eta shift where B < D", lambda v: _side(v) * _log_ratio(v)),
 }
@@ -136,6 +140,13 @@ FORMS: dict[str, LawForm] = {
             "PPE = f(B,D) + A_s S^-alpha_s B^-beta_s D^-delta_s K^-gamma_s: one law per side of B = D",
             "ideal",
             ("S", "B", "D", "K", "side", "side_S", "side_B", "side_D", "side_K"),
+        ),
+        LawForm(
+            "excess_per_side_curved",
+            "log(PPE - f(B,D)) = log A_s - alpha_s log S - c (log S)^2 - beta_s log B - delta_s log D "
+            "- gamma_s log K: one law per side, bending in log S",
+            "ideal",
+            ("S", "B", "D", "K", "side", "side_S", "side_B", "side_D", "side_K", "S2"),
         ),
         LawForm(
             "excess_ratio_sided",
@@ -299,6 +310,25 @@ class LawFit:
                 )
                 entry.update(ci_low=float(lo), ci_high=float(hi))
             out[name] = entry
+        # the exponents below the ridge: the base exponent plus its shift, CIs from the replicates
+        regs = list(self.form.regressors)
+        for name in regs:
+            if name.startswith("side_") and name[5:] in regs:
+                i, j = 1 + regs.index(name[5:]), 1 + regs.index(name)
+                base = out[name[5:]]
+                if not str(base["label"]).endswith("where B > D"):
+                    base["label"] = f"{base['label']} where B > D"
+                entry = {
+                    "value": -float(self.coef[i] + self.coef[j]),
+                    "label": str(base["label"]).replace("where B > D", "where B < D"),
+                }
+                if len(self.boot_coef):
+                    lo, hi = np.percentile(
+                        -(self.boot_coef[:, i] + self.boot_coef[:, j]),
+                        [50 * (1 - confidence), 50 * (1 + confidence)],
+                    )
+                    entry.update(ci_low=float(lo), ci_high=float(hi))
+                out[f"{name[5:]}_below"] = entry
         if self.log_floor is not None:
             entry = {"value": math.exp(self.log_floor), "label": "E (fitted floor)"}
             if len(self.boot_log_floor):

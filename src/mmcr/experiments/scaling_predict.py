@@ -15,8 +15,9 @@ predictions, not as descriptions:
 
 The observed PPE of a point is its mean over seeds; the seed-to-seed spread is reported as
 the noise floor no law can beat. Every form is fitted on the fit set and scored by the
-median relative error over all held-out points; the best form (ties: fewer parameters) is
-refitted on every run and stored for ``mmcr fit DIR --predict ...``
+median relative error over all held-out points; of the forms within one percentage point
+(:data:`PARSIMONY`) of the lowest, the one with the fewest parameters is kept and refitted
+on every run and stored for ``mmcr fit DIR --predict ...``
 (:func:`predict_point`). CIs of the errors come from the fit's cluster bootstrap (one
 cluster per (cell, seed) training series).
 
@@ -49,6 +50,9 @@ _SETS = {
     "compute_2x": "fitted cells at S0 < S < 4 S0 (not in the headline)",
 }
 _HEADLINE_SETS = ("compute_4_8x", "unseen_cells")
+#: Forms whose median hold-out error is within this of the lowest count as equally good; the
+#: one with the fewest parameters among them is kept (a simpler law extrapolates more safely).
+PARSIMONY = 0.01
 _POINT_KEYS = ("steps", "batch_size", "projector_dim", "num_views")
 
 
@@ -231,7 +235,11 @@ def predictive_study(
             "no law could be fitted and scored: "
             + "; ".join(f"{k}: {v.get('skipped')}" for k, v in forms.items())
         )
-    best = min(scored, key=lambda k: (scored[k]["scores"]["headline"]["median"], len(FORMS[k].regressors)))
+    # parsimony: of the forms within PARSIMONY of the lowest median hold-out error, the one
+    # with the fewest parameters (then the lower error) is kept
+    lowest = min(scored[k]["scores"]["headline"]["median"] for k in scored)
+    near = [k for k in scored if scored[k]["scores"]["headline"]["median"] <= lowest + PARSIMONY]
+    best = min(near, key=lambda k: (len(FORMS[k].regressors), scored[k]["scores"]["headline"]["median"]))
     all_vars = _variables(rows)
     all_floor = np.array([floors[cell_name(r)] for r in rows])
     all_y = np.array([float(r[target]) for r in rows])
@@ -297,7 +305,8 @@ def headline(result: Mapping[str, Any]) -> list[str]:
     best = result["best_form"]
     s = result["forms"][best]["scores"]["headline"]
     lines = [
-        f"best law by hold-out error: {best}: {FORMS[best].formula}",
+        f"law kept by hold-out error (the fewest parameters within {100 * PARSIMONY:.0f} point of the "
+        f"lowest median): {best}: {FORMS[best].formula}",
         f"held out ({s['n']} points: {', '.join(_SETS[k] for k in _HEADLINE_SETS)}): median relative "
         f"error of the PPE {_ci(s, 'median')}, worst {_ci(s, 'worst')}; of the excess over the floor: "
         f"median {_ci(s, 'median_excess')}, worst {_ci(s, 'worst_excess')}",
