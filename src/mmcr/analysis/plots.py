@@ -460,6 +460,14 @@ _SET_STYLE = {
 }
 
 
+def _finish_law_figure(fig: Figure, ax: Axes, path: str | Path) -> Path:
+    """Legend, grid and margins of a one-panel figure of the predictive study; then save it."""
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.25)
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.13, top=0.92)
+    return _save(fig, path, dpi=130)
+
+
 class _Law(Protocol):
     def predict(self, variables: Mapping[str, np.ndarray], floor: np.ndarray | None = None) -> np.ndarray: ...
 
@@ -498,10 +506,7 @@ def plot_law_parity(points: Sequence[Mapping[str, Any]], path: str | Path) -> Pa
     ax.set_yscale("log")
     ax.set_xlabel("observed PPE (mean over seeds)")
     ax.set_ylabel("predicted PPE (law fitted on the fit set only)")
-    ax.legend(fontsize=7)
-    ax.grid(True, alpha=0.25)
-    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.13, top=0.92)
-    return _save(fig, path, dpi=130)
+    return _finish_law_figure(fig, ax, path)
 
 
 def plot_law_curves(points: Sequence[Mapping[str, Any]], law: _Law, path: str | Path) -> Path:
@@ -585,10 +590,7 @@ def plot_law_residuals(points: Sequence[Mapping[str, Any]], path: str | Path) ->
     ax.set_xscale("log")
     ax.set_xlabel("gradient steps S")
     ax.set_ylabel("predicted / observed - 1")
-    ax.legend(fontsize=7)
-    ax.grid(True, alpha=0.25)
-    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.13, top=0.92)
-    return _save(fig, path, dpi=130)
+    return _finish_law_figure(fig, ax, path)
 
 
 def plot_law_exponents(fits: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str | Path) -> Path:
