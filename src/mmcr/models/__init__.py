@@ -1,4 +1,4 @@
-"""Encoders (backbones), projector heads and the momentum (EMA) encoder.
+"""Encoders (backbones), text towers, projector heads and the momentum (EMA) encoder.
 
 Every encoder maps ``(N, C, H, W)`` float images to ``(N, feature_dim)`` globally
 average-pooled features and carries an ``int`` attribute ``feature_dim``.
@@ -25,6 +25,7 @@ from mmcr.models.convnet import ConvNet
 from mmcr.models.momentum import MomentumEncoder, cosine_tau
 from mmcr.models.projector import MMCRNetwork, build_projector
 from mmcr.models.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
+from mmcr.models.text import CaptionTokenizer, LockedSentenceEncoder, TextTransformer
 
 ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "convnet": ConvNet,
@@ -76,6 +77,42 @@ def build_encoder(name: str, in_channels: int = 3, **kwargs: object) -> nn.Modul
     return encoder
 
 
+TEXT_ENCODERS: dict[str, Callable[..., nn.Module]] = {
+    "transformer": TextTransformer,
+    "locked_minilm": LockedSentenceEncoder,
+}
+"""Text tower names accepted by :func:`build_text_encoder`, mapped to their constructors."""
+
+
+def build_text_encoder(name: str, **kwargs: object) -> nn.Module:
+    """Build a text tower by name (:mod:`mmcr.models.text`).
+
+    Args:
+        name: one of :data:`TEXT_ENCODERS`: ``"transformer"`` (trained from scratch, with a
+            byte-level BPE tokenizer to train on the captions) or ``"locked_minilm"`` (the
+            frozen all-MiniLM-L6-v2 and a trainable projection, the LiT setting).
+        **kwargs: options of the constructor: ``vocab_size``, ``context_length``,
+            ``width``, ``layers``, ``heads``, ``mlp_ratio``, ``dropout`` for the Transformer;
+            ``width``, ``device`` for the locked tower.
+
+    Returns:
+        A module with ``prepare(texts) -> inputs`` and ``forward(inputs) -> (N, feature_dim)``,
+        and an ``int`` attribute ``feature_dim``.
+    """
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in TEXT_ENCODERS:
+        raise ValueError(f"unknown text encoder {name!r}; valid: {', '.join(sorted(TEXT_ENCODERS))}")
+    constructor = TEXT_ENCODERS[key]
+    accepted = [p.name for p in inspect.signature(constructor).parameters.values() if p.name != "tokenizer"]
+    unknown = sorted(set(kwargs) - set(accepted) - {"encoder"})
+    if unknown:
+        raise ValueError(
+            f"Text encoder {key!r} does not take option(s) {', '.join(unknown)}; "
+            f"it takes: {', '.join(a for a in accepted if a != 'encoder')}."
+        )
+    return constructor(**kwargs)
+
+
 def convert_sync_batchnorm(
     model: nn.Module, process_group: torch.distributed.ProcessGroup | None = None
 ) -> nn.Module:
@@ -99,14 +136,19 @@ def to_channels_last(model: nn.Module) -> nn.Module:
 
 __all__ = [
     "ENCODERS",
+    "TEXT_ENCODERS",
     "BasicBlock",
     "Bottleneck",
+    "CaptionTokenizer",
     "ConvNet",
+    "LockedSentenceEncoder",
     "MMCRNetwork",
     "MomentumEncoder",
     "ResNet",
+    "TextTransformer",
     "build_encoder",
     "build_projector",
+    "build_text_encoder",
     "convert_sync_batchnorm",
     "cosine_tau",
     "resnet18",
