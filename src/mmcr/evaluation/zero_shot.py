@@ -18,7 +18,7 @@ one / five.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -132,7 +132,7 @@ def zero_shot_accuracy(
 
 def zero_shot_report(
     image_embeddings: torch.Tensor,
-    label_sets: dict[str, tuple[torch.Tensor, Sequence[str]]],
+    label_sets: Mapping[str, tuple[torch.Tensor, Sequence[str]]],
     encode: Callable[[list[str]], torch.Tensor],
     templates: Sequence[str] = DEFAULT_TEMPLATES,
 ) -> dict[str, Any]:
