@@ -69,6 +69,9 @@ def smoke_overrides(cfg: PretrainConfig, out: Path) -> dict[str, Any]:
     }
     if cfg.augment == "imagenet":
         overrides.update(SMOKE_IMAGENET_SIZES)
+    if cfg.paired:  # image-text recipes keep their paired data set (captions), with a tiny text tower
+        overrides.update(dataset=cfg.dataset, text_width=16, text_layers=1, text_heads=2, text_vocab_size=300)
+        del overrides["synthetic_size"], overrides["val_fraction"]
     return overrides
 
 

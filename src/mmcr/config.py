@@ -22,6 +22,9 @@ import tomllib
 
 from mmcr.records import write_json
 
+#: Objectives that compare the image views with the caption views of paired data.
+PAIRED_OBJECTIVES = ("clip", "siglip")
+
 
 @dataclass
 class PretrainConfig:
@@ -46,6 +49,18 @@ class PretrainConfig:
     crop_size: int | None = None  # crop size of the views (None: the preset's)
     crop_scale: list[float] | None = None  # random-resized-crop area range [min, max] (None: the preset's)
     num_views: int = 2  # K, views per image
+    # paired image-text data (dataset emoji or csv; see mmcr.training.paired)
+    paired: bool = False  # pretrain an image tower and a text tower on image-caption pairs
+    image_views: int = 1  # paired: K_img, augmented image views per datum
+    text_views: int = 1  # paired: K_txt, captions sampled per datum per step (seeded)
+    caption_languages: list[str] = field(default_factory=lambda: ["en"])  # paired emoji: CLDR locales
+    caption_keywords: bool = True  # paired emoji: each language's keywords as one more caption
+    text_encoder: str = "transformer"  # paired: the text tower
+    text_width: int = 256  # paired: the text Transformer's width
+    text_layers: int = 4  # paired: the text Transformer's blocks
+    text_heads: int = 4  # paired: the text Transformer's attention heads
+    text_context_length: int = 32  # paired: tokens per caption (longer ones are truncated)
+    text_vocab_size: int = 4096  # paired: the BPE tokenizer's vocabulary (trained on the training captions)
     # model
     encoder: str = "convnet"  # encoder architecture
     encoder_width: int | None = None  # base width of the convnet (None: its default)
@@ -114,7 +129,11 @@ class PretrainConfig:
         """
         if self.lmbda and self.objective != "mmcr":
             raise ValueError(f"lmbda is an MMCR option; objective {self.objective!r} takes objective_args")
-        return _with_aliases("objective_args", dict(self.objective_args), {"lmbda": self.lmbda or None})
+        kwargs = _with_aliases("objective_args", dict(self.objective_args), {"lmbda": self.lmbda or None})
+        if self.paired and self.objective in PAIRED_OBJECTIVES:
+            # the image-text objectives read views 0 .. image_views - 1 as images
+            kwargs = _with_aliases("objective_args", kwargs, {"image_views": self.image_views})
+        return kwargs
 
 
 def _with_aliases(table: str, kwargs: dict[str, Any], aliases: dict[str, Any]) -> dict[str, Any]:
@@ -418,9 +437,50 @@ def _validate_names(cfg: PretrainConfig) -> None:
         if value not in valid:
             raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
     cfg.encoder_kwargs()  # an alias that contradicts encoder_args raises here, before any work
+    if cfg.paired:
+        _validate_paired(cfg)
     objective = build_objective(cfg.objective, **cfg.objective_kwargs())
     if cfg.momentum_encoder and not objective.uses_momentum:
         raise ValueError(f"momentum_encoder: objective {cfg.objective!r} takes no momentum branch")
+
+
+def _validate_paired(cfg: PretrainConfig) -> None:
+    """The settings of paired image-text pretraining."""
+    from mmcr.data.paired import paired_dataset_names
+
+    if dataset_info_name(cfg.dataset) not in paired_dataset_names():
+        raise ValueError(
+            f"paired = true needs a paired image-text data set ({', '.join(paired_dataset_names())}), "
+            f"got dataset {cfg.dataset!r}"
+        )
+    for name in (
+        "image_views",
+        "text_views",
+        "text_width",
+        "text_layers",
+        "text_heads",
+        "text_context_length",
+    ):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if cfg.text_vocab_size < 2:
+        raise ValueError(f"text_vocab_size must be >= 2, got {cfg.text_vocab_size}")
+    if cfg.text_width % cfg.text_heads:
+        raise ValueError(f"text_width {cfg.text_width} must be divisible by text_heads {cfg.text_heads}")
+    if cfg.text_encoder != "transformer":
+        raise ValueError(f"paired pretraining trains text_encoder 'transformer', got {cfg.text_encoder!r}")
+    if cfg.momentum_encoder:
+        raise ValueError("momentum_encoder is not supported with paired = true")
+    if not cfg.caption_languages:
+        raise ValueError("caption_languages must name at least one CLDR locale, e.g. ['en']")
+
+
+def dataset_info_name(name: str) -> str:
+    """The registry name of data set ``name`` (its aliases resolved)."""
+    from mmcr.data import dataset_info
+
+    return dataset_info(name).name
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

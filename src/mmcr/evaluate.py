@@ -73,6 +73,10 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
     cfg, checkpoint, mode, out = _resolve(options)
     device = resolve_device(options.device)
     torch.manual_seed(cfg.seed)
+    if cfg.paired:
+        if checkpoint is None or mode != "trained":
+            raise ValueError("a paired (image-text) recipe is evaluated from its checkpoint only")
+        return evaluate_paired(cfg, checkpoint, options, out, device, t0)
 
     data = load_data(cfg)
     test = load_test(cfg)
@@ -322,3 +326,142 @@ def exemplar_capacity(
         "exemplar_dimension": result.dimension,
         "exemplar_center_correlation": result.center_correlation,
     }
+
+
+# ----------------------------------------------------------------------------- paired image-text
+
+
+def _load_paired_split(cfg: PretrainConfig, split: str) -> Any:
+    """A split of the run's paired data set, or ``None`` where the data set has no such split."""
+    from mmcr.data.paired import load_paired
+    from mmcr.training.paired import image_size, paired_options
+
+    try:
+        return load_paired(
+            cfg.dataset, split, cfg.data_dir, image_size=image_size(cfg), options=paired_options(cfg)
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        if split == "test":
+            raise
+        _log(f"[eval] no {split} split ({exc})")
+        return None
+
+
+def evaluate_paired(
+    cfg: PretrainConfig,
+    checkpoint: Checkpoint,
+    options: EvalOptions,
+    out: Path,
+    device: torch.device,
+    t0: float,
+) -> dict[str, Any]:
+    """Retrieval and zero-shot on the test split, and the image tower's kNN and probe on its labels.
+
+    Retrieval ranks the test split's captions by the projector outputs (1:1 on the primary
+    caption, and multi-caption); zero-shot puts each label kind's class names through the
+    prompt templates. The kNN and the linear probe read the image encoder's features of
+    the training split (memory), the validation split (model selection) and the test split,
+    for every label kind that all three have.
+    """
+    from mmcr.evaluation.retrieval import retrieval_report
+    from mmcr.evaluation.zero_shot import DEFAULT_TEMPLATES, zero_shot_report
+    from mmcr.training.paired import build_paired_network, paired_augment_config
+
+    splits = {name: _load_paired_split(cfg, name) for name in ("train", "val", "test")}
+    test = splits["test"]
+    network = build_paired_network(cfg, checkpoint.in_channels)
+    load_weights(network, checkpoint.model, options.checkpoint or "the checkpoint")
+    network = network.to(device).eval()
+    aug = paired_augment_config(cfg)
+
+    @torch.no_grad()
+    def encode(texts: list[str]) -> torch.Tensor:
+        parts = [
+            network.embed_texts(network.tokenize(texts[i : i + 512]).to(device)).float().cpu()
+            for i in range(0, len(texts), 512)
+        ]
+        return torch.cat(parts) if parts else torch.zeros(0, cfg.projector_dim)
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        return network.embed_images(x)[1]
+
+    with torch.no_grad():
+        z_images = batched_apply(project, test.images, aug, device=device)
+        texts, owner = test.flat_captions()
+        z_texts = encode(texts)
+    _log(f"[eval] retrieval on {len(test)} test images and {len(texts)} captions")
+    retrieval = retrieval_report(z_images, z_texts, owner)
+    for direction in ("image_to_text", "text_to_image"):
+        r = retrieval[direction]
+        _log(
+            f"[eval] {direction} (1:1): R@1 {r['recall@1']:.4f} R@5 {r['recall@5']:.4f} "
+            f"R@10 {r['recall@10']:.4f}"
+        )
+    results: dict[str, Any] = {
+        "mode": "trained",
+        "checkpoint": options.checkpoint,
+        "dataset": cfg.dataset,
+        "encoder": cfg.encoder,
+        "text_encoder": cfg.text_encoder,
+        "objective": cfg.objective,
+        "image_views": cfg.image_views,
+        "text_views": cfg.text_views,
+        "train_step": checkpoint.step,
+        "num_test": len(test),
+        "retrieval": retrieval,
+    }
+    kinds = [kind for kind in test.labels if kind in test.label_names]
+    if kinds:
+        # data without a label of a kind (label -1) are left out of that kind's scores
+        results["zero_shot"] = {"templates": list(DEFAULT_TEMPLATES)}
+        for kind in kinds:
+            known = test.labels[kind] >= 0
+            label_set = {kind: (test.labels[kind][known], list(test.label_names[kind]))}
+            results["zero_shot"].update(
+                zero_shot_report(z_images[known], label_set, encode, DEFAULT_TEMPLATES)
+            )
+        for kind in kinds:
+            _log(f"[eval] zero-shot {kind}: top-1 {results['zero_shot'][kind]['top1']:.4f}")
+    train, val = splits["train"], splits["val"]
+    probe_kinds = [
+        k for k in kinds if train is not None and val is not None and k in train.labels and k in val.labels
+    ]
+    if probe_kinds:
+        assert train is not None and val is not None
+        with torch.no_grad():
+            features = {
+                name: batched_apply(network.image.encoder, split.images, aug, device=device)
+                for name, split in (("train", train), ("val", val), ("test", test))
+            }
+        results["feature_dim"] = int(features["test"].shape[1])
+        results["num_train"], results["num_val"] = len(train), len(val)
+        results["image_probes"] = {}
+        for kind in probe_kinds:
+            classes = len(test.label_names[kind])
+            parts = {
+                name: (features[name][split.labels[kind] >= 0], split.labels[kind][split.labels[kind] >= 0])
+                for name, split in (("train", train), ("val", val), ("test", test))
+            }
+            _log(f"[eval] image tower on {kind} labels ({classes} classes)")
+            section: dict[str, Any] = {"knn": _knn(parts["train"], parts["val"], parts["test"], classes)}
+            if options.probe:
+                section["linear_probe"] = _probe(
+                    parts["train"], parts["val"], parts["test"], classes, options
+                )
+            results["image_probes"][kind] = section
+        first = results["image_probes"][probe_kinds[0]]
+        results["knn"] = first["knn"]  # the first label kind's, where the image-only report reads them
+        if "linear_probe" in first:
+            results["linear_probe"] = first["linear_probe"]
+        results["probe_label"] = probe_kinds[0]
+        results["feature_effective_rank"] = effective_rank(features["test"][:4096])
+    results["seconds"] = time.perf_counter() - t0
+    write_json(out / "eval.json", results)
+    if options.report:
+        from mmcr.evaluation.report import write_paired_report
+
+        write_paired_report(
+            results, out, run_dir=Path(options.checkpoint).parent if options.checkpoint else None
+        )
+    _log(f"[eval] wrote {out / 'eval.json'}")
+    return results

@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "mmcr.cli.embed",
     "mmcr.cli.geometry",
     "mmcr.cli.data",
+    "mmcr.cli.paired",
 )
 
 

@@ -104,3 +104,71 @@ def write_report(results: dict[str, Any], out: Path, run_dir: Path | None = None
     plot_eval(results, out / "evaluation.png")
     lines += ["## Model selection", "", "![evaluation](evaluation.png)", ""]
     return write_text(out / "report.md", "\n".join(lines))
+
+
+def write_paired_report(results: dict[str, Any], out: Path, run_dir: Path | None = None) -> Path:
+    """``report.md`` of a paired (image-text) checkpoint: retrieval, its recall@k plot, zero-shot, probes."""
+    from mmcr.evaluation.retrieval import plot_recall_at_k
+
+    lines = [
+        f"# Evaluation: {results['dataset']}, {results['encoder']} + {results['text_encoder']}, "
+        f"objective {results['objective']}",
+        "",
+    ]
+    if results.get("checkpoint"):
+        lines += [f"Checkpoint `{results['checkpoint']}` (step {results.get('train_step')}).", ""]
+    retrieval = results["retrieval"]
+    lines += [
+        f"## Retrieval on the test split ({retrieval['num_images']} images, "
+        f"{retrieval['num_captions']} captions)",
+        "",
+        "| protocol | direction | R@1 | R@5 | R@10 | median rank |",
+        "|---|---|---|---|---|---|",
+    ]
+    protocols = [("1:1 primary caption", retrieval)]
+    if "multi_caption" in retrieval:
+        protocols.append(("multi-caption", retrieval["multi_caption"]))
+    for name, section in protocols:
+        for direction in ("image_to_text", "text_to_image"):
+            r = section[direction]
+            lines.append(
+                f"| {name} | {direction.replace('_', ' ')} | {100 * r['recall@1']:.2f} % | "
+                f"{100 * r['recall@5']:.2f} % | {100 * r['recall@10']:.2f} % | {r['median_rank']} |"
+            )
+    plot_recall_at_k(retrieval, out / "recall_at_k.png")
+    lines += ["", "![recall@k](recall_at_k.png)", ""]
+    zero_shot = results.get("zero_shot")
+    if zero_shot:
+        lines += [
+            "## Zero-shot classification",
+            "",
+            "Templates: " + ", ".join(f"`{t}`" for t in zero_shot["templates"]) + ".",
+            "",
+            "| labels | classes | top-1 | top-5 |",
+            "|---|---|---|---|",
+        ]
+        for kind, z in zero_shot.items():
+            if kind != "templates":
+                lines.append(
+                    f"| {kind} | {z['num_classes']} | {100 * z['top1']:.2f} % | {100 * z['top5']:.2f} % |"
+                )
+        lines.append("")
+    probes = results.get("image_probes", {})
+    if probes:
+        lines += [
+            "## Image tower: kNN and linear probe (chosen on the validation split)",
+            "",
+            "| labels | kNN test | linear-probe test |",
+            "|---|---|---|",
+        ]
+        for kind, section in probes.items():
+            probe = section.get("linear_probe")
+            lines.append(
+                f"| {kind} | {100 * section['knn']['test_accuracy']:.2f} % | "
+                + (f"{100 * probe['test_accuracy']:.2f} % |" if probe else "- |")
+            )
+        lines.append("")
+    if run_dir is not None:
+        if plot_training_curves(read_jsonl(run_dir / METRICS_NAME), out / "training_curves.png"):
+            lines += ["## Training", "", "![training curves](training_curves.png)", ""]
+    return write_text(out / "report.md", "\n".join(lines))

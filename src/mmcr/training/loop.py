@@ -48,6 +48,7 @@ from mmcr.records import (
     TensorBoardSink,
     require_tensorboard,
 )
+from mmcr.training.paired import pretrain_paired
 from mmcr.training.run_folder import claimed
 from mmcr.training.step import TrainState, build_state, local_batches, train_step
 
@@ -92,6 +93,8 @@ def _pretrain(cfg: PretrainConfig, resume: bool, overwrite: bool) -> Path:
             )
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
+        if cfg.paired:  # image and text towers: their own data and step (mmcr.training.paired)
+            return pretrain_paired(cfg, out, resume)
         device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         data = load_data(cfg)

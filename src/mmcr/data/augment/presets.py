@@ -88,6 +88,21 @@ PRESETS: dict[str, Callable[[], AugmentConfig]] = {
         mean=_IMAGENET_STATS[0],
         std=_IMAGENET_STATS[1],
     ),
+    # Emoji glyphs (rendered, 3 channels): no flips (a mirrored arrow points the other way)
+    # and no hue jitter or grey (a red heart and a blue heart are different emoji).
+    "emoji": lambda: AugmentConfig(
+        crop_size=32,
+        crop_scale=(0.4, 1.0),
+        flip_p=0.0,
+        jitter_p=0.8,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.2,
+        hue=0.0,
+        gray_p=0.0,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.3, 0.3, 0.3),
+    ),
     # Synthetic smoke-test images (3 channels, 32 px, values spread around 0.5).
     "synthetic": lambda: AugmentConfig(crop_size=32, mean=(0.5, 0.5, 0.5), std=(0.3, 0.3, 0.3)),
 }
@@ -119,9 +134,7 @@ def preset(name: str, crop_size: int | None = None) -> AugmentConfig:
             key = info.augment
     factory = PRESETS.get(key)
     if factory is None:
-        raise ValueError(
-            f"unknown augmentation preset {name!r}; valid: {', '.join(preset_names())}"
-        )
+        raise ValueError(f"unknown augmentation preset {name!r}; valid: {', '.join(preset_names())}")
     config = factory()
     if crop_size is not None:
         config = replace(config, crop_size=crop_size, blur_kernel=None)

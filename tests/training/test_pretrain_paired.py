@@ -1,0 +1,167 @@
+"""Paired image-text pretraining and its evaluation, end to end on a tiny table the tests write."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmcr.build import Checkpoint
+from mmcr.config import build_config
+from mmcr.evaluate import EvalOptions, evaluate
+from mmcr.training import pretrain
+from mmcr.training.paired import build_paired_state, caption_choice, load_paired_network
+
+pytest.importorskip("tokenizers")
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20)}
+SHAPES = ("square", "stripe")
+
+
+def _image(colour: tuple[int, int, int], shape: str) -> np.ndarray:
+    pixels = np.full((20, 20, 3), 255, dtype=np.uint8)
+    if shape == "square":
+        pixels[4:16, 4:16] = colour
+    else:
+        pixels[8:12, :] = colour
+    return pixels
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """``train.tsv`` (16 rows: 8 images, each with two captions) and ``test.tsv`` (8 rows)."""
+    root = tmp_path / "corpus"
+    (root / "images").mkdir(parents=True)
+    train, test = ["filepath\ttitle"], ["filepath\ttitle"]
+    for name, colour in COLOURS.items():
+        for shape in SHAPES:
+            file = f"images/{name}_{shape}.png"
+            Image.fromarray(_image(colour, shape)).save(root / file)
+            train += [f"{file}\ta {name} {shape}", f"{file}\t{shape} in {name}"]
+            test.append(f"{file}\t{name} {shape}")
+    (root / "train.tsv").write_text("\n".join(train) + "\n")
+    (root / "test.tsv").write_text("\n".join(test) + "\n")
+    return root
+
+
+def _cfg(corpus: Path, out: Path, **overrides: object):  # type: ignore[no-untyped-def]
+    values: dict[str, object] = {
+        "dataset": "csv",
+        "data_dir": str(corpus),
+        "paired": True,
+        "image_size": 16,
+        "encoder": "convnet",
+        "encoder_width": 8,
+        "projector_hidden": [32],
+        "projector_dim": 16,
+        "text_width": 16,
+        "text_layers": 1,
+        "text_heads": 2,
+        "text_context_length": 8,
+        "text_vocab_size": 300,
+        "batch_size": 4,
+        "epochs": 1,
+        "max_steps": 2,
+        "log_every": 1,
+        "progress": False,
+        "threads": 1,
+        "seed": 3,
+        "out": str(out),
+    }
+    values.update(overrides)
+    return build_config(None, values)
+
+
+@pytest.mark.parametrize("objective", ["mmcr", "clip", "siglip"])
+def test_two_steps_then_eval(corpus: Path, tmp_path: Path, objective: str) -> None:
+    cfg = _cfg(corpus, tmp_path / objective, objective=objective, image_views=2, text_views=2)
+    path = pretrain(cfg)
+    checkpoint = Checkpoint.load(path)
+    assert checkpoint.step == 2 and checkpoint.reason == "end"
+    assert any(k.startswith("text.") for k in checkpoint.model) and any(
+        k.startswith("image.") for k in checkpoint.model
+    )
+    records = [json.loads(line) for line in (tmp_path / objective / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r.get("kind") == "step"]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    if objective == "clip":
+        # the learned scale is trained and saved with the towers, and stays clamped at ln 100
+        scale = checkpoint.model["objective.logit_scale"]
+        assert float(scale) <= math.log(100.0) + 1e-6
+        assert not torch.equal(scale, torch.tensor(math.log(1 / 0.07)))
+    if objective == "siglip":
+        assert any(k.startswith("objective.") for k in checkpoint.model)
+
+    results = evaluate(EvalOptions(checkpoint=str(path), out=str(tmp_path / f"eval-{objective}")))
+    retrieval = results["retrieval"]
+    assert retrieval["num_images"] == 8 and retrieval["num_captions"] == 8
+    for direction in ("image_to_text", "text_to_image"):
+        section = retrieval[direction]
+        assert set(section) >= {"recall@1", "recall@5", "recall@10", "median_rank"}
+        assert 0.0 <= section["recall@1"] <= section["recall@5"] <= section["recall@10"] == 1.0
+    written = json.loads((tmp_path / f"eval-{objective}" / "eval.json").read_text())
+    assert written["retrieval"]["image_to_text"]["recall@1"] == retrieval["image_to_text"]["recall@1"]
+    report = (tmp_path / f"eval-{objective}" / "report.md").read_text()
+    assert "recall_at_k.png" in report and (tmp_path / f"eval-{objective}" / "recall_at_k.png").is_file()
+
+
+def test_resume_follows_the_uninterrupted_run(corpus: Path, tmp_path: Path) -> None:
+    whole = _cfg(corpus, tmp_path / "whole", epochs=3, max_steps=None, text_views=1)
+    pretrain(whole)
+    first = _cfg(corpus, tmp_path / "parts", epochs=3, max_steps=None, text_views=1, stop_at_epoch=1)
+    pretrain(first)
+    stopped = Checkpoint.load(tmp_path / "parts" / "last.pt")
+    assert stopped.step == 2 and stopped.reason == "epoch"
+    rest = _cfg(corpus, tmp_path / "parts", epochs=3, max_steps=None, text_views=1)
+    pretrain(rest, resume=True)
+    a = Checkpoint.load(tmp_path / "whole" / "last.pt")
+    b = Checkpoint.load(tmp_path / "parts" / "last.pt")
+    assert a.step == b.step == 6
+    assert a.model.keys() == b.model.keys()
+    for key, value in a.model.items():
+        assert torch.equal(value, b.model[key]), key
+
+    def losses(folder: str) -> dict[int, float]:
+        lines = (tmp_path / folder / "metrics.jsonl").read_text().splitlines()
+        return {r["step"]: r["loss"] for r in map(json.loads, lines) if r.get("kind") == "step"}
+
+    assert losses("whole") == losses("parts")
+
+
+def test_resume_refuses_another_text_tower(corpus: Path, tmp_path: Path) -> None:
+    pretrain(_cfg(corpus, tmp_path / "run"))
+    with pytest.raises(ValueError, match="text_width"):
+        pretrain(_cfg(corpus, tmp_path / "run", text_width=32, max_steps=4), resume=True)
+
+
+def test_tokenizer_reloaded_from_the_checkpoint_gives_the_same_ids(corpus: Path, tmp_path: Path) -> None:
+    cfg = _cfg(corpus, tmp_path / "run")
+    path = pretrain(cfg)
+    fresh = build_paired_state(cfg, torch.device("cpu"))  # trains the tokenizer on the captions again
+    network, _ = load_paired_network(path)
+    texts = ["a red square", "stripe in blue", "an unseen caption: 👍 ümlaut"]
+    reloaded = network.tokenize(texts)
+    assert torch.equal(reloaded, fresh.network.tokenize(texts))
+    assert torch.equal(network.tokenize(list(fresh.train.flat_captions()[0])), fresh.tokens)
+    assert reloaded.shape == (3, 8) and reloaded.dtype == torch.int64
+
+
+def test_caption_choice_is_seeded_and_covers_the_captions() -> None:
+    assert caption_choice(0, 1, 5, 3, 2) == caption_choice(0, 1, 5, 3, 2)
+    assert sorted(caption_choice(0, 1, 5, 3, 3)) == [0, 1, 2]  # without repeats while there are enough
+    picks = caption_choice(0, 1, 5, 2, 5)
+    assert len(picks) == 5 and set(picks) == {0, 1}
+    choices = {tuple(caption_choice(0, epoch, 7, 4, 1)) for epoch in range(40)}
+    assert len(choices) == 4  # every caption is drawn over epochs
+
+
+def test_paired_needs_a_paired_data_set() -> None:
+    with pytest.raises(ValueError, match="paired image-text data set"):
+        build_config(None, {"dataset": "digits", "paired": True})
+    with pytest.raises(ValueError, match="divisible"):
+        build_config(None, {"dataset": "emoji", "paired": True, "text_width": 30, "text_heads": 4})
