@@ -29,7 +29,8 @@ def plot_training_curves(records: list[dict[str, Any]], path: Path) -> bool:
     if val_ppe:
         axes[1].plot(*zip(*val_ppe, strict=True), "o-", label="validation")
     axes[1].set(xlabel="step", ylabel="PPE", title="pretraining percent error")
-    axes[1].legend()
+    if ppe or val_ppe:  # a paired run logs no PPE: no legend for an empty panel
+        axes[1].legend()
     knn = [(r["epoch"], r["knn_val_acc"]) for r in epochs if "knn_val_acc" in r]
     if knn:
         axes[2].plot(*zip(*knn, strict=True), "o-")
