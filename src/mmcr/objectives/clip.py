@@ -58,6 +58,26 @@ def split_modalities(
     return z[:, :image_views], z[:, image_views:]
 
 
+def gathered_modalities(
+    z: torch.Tensor, image_views: int, *, objective: str, min_views: int, distributed: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z`` checked and split into ``(images, captions)`` (:func:`split_modalities`), each
+    gathered with gradients over the process group when ``distributed`` (the global batch)."""
+    check_views(z, min_views=min_views, name="z")
+    images, captions = split_modalities(z, image_views, objective=objective)
+    if distributed:
+        images, captions = gather_with_grad(images), gather_with_grad(captions)
+    return images, captions
+
+
+def cosine_terms(cosine: torch.Tensor, matched: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The logged mean cosine of the matched (diagonal) and of the other image-caption pairs."""
+    return {
+        "positive_cosine": cosine.diagonal(dim1=-2, dim2=-1).mean(),
+        "negative_cosine": cosine.masked_select(~matched).mean(),
+    }
+
+
 def pair_cosines(images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
     """Cosine similarities ``(K_img, K_txt, B, B)``: entry ``[a, c, i, j]`` compares
     image view ``a`` of datum ``i`` with caption ``c`` of datum ``j``.
@@ -161,10 +181,9 @@ class CLIPLoss(Objective):
 
     def terms(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss and its logging terms for ``z`` ``(B, K_img + K_txt, D)``, with gradient."""
-        check_views(z, min_views=self.min_views, name="z")
-        images, captions = split_modalities(z, self.image_views, objective="clip")
-        if self.distributed:
-            images, captions = gather_with_grad(images), gather_with_grad(captions)
+        images, captions = gathered_modalities(
+            z, self.image_views, objective="clip", min_views=self.min_views, distributed=self.distributed
+        )
         # Softmax over many logits: keep it out of half precision and autocast.
         with full_precision(z):
             cosine = pair_cosines(images, captions)  # (K_img, K_txt, B, B)
@@ -179,8 +198,7 @@ class CLIPLoss(Objective):
             return {
                 "loss": loss,
                 "logit_scale": self.logit_scale.exp(),
-                "positive_cosine": cosine.diagonal(dim1=-2, dim2=-1).mean(),
-                "negative_cosine": cosine.masked_select(~matched).mean(),
+                **cosine_terms(cosine, matched),
             }
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmcr.distributed import gather_with_grad
-from mmcr.objectives.base import Objective, check_views, full_precision
-from mmcr.objectives.clip import check_image_views, pair_cosines, split_modalities
+from mmcr.objectives.base import Objective, full_precision
+from mmcr.objectives.clip import check_image_views, cosine_terms, gathered_modalities, pair_cosines
 from mmcr.objectives.registry import register_objective
 
 #: SigLIP's initial log-temperature ``t'`` (the temperature ``t = exp(t') = 10``).
@@ -102,10 +101,9 @@ class SigLIPLoss(Objective):
 
     def terms(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss and its logging terms for ``z`` ``(B, K_img + K_txt, D)``, with gradient."""
-        check_views(z, min_views=self.min_views, name="z")
-        images, captions = split_modalities(z, self.image_views, objective="siglip")
-        if self.distributed:
-            images, captions = gather_with_grad(images), gather_with_grad(captions)
+        images, captions = gathered_modalities(
+            z, self.image_views, objective="siglip", min_views=self.min_views, distributed=self.distributed
+        )
         with full_precision(z):
             cosine = pair_cosines(images, captions)  # (K_img, K_txt, B, B)
             b = cosine.shape[-1]
@@ -118,8 +116,7 @@ class SigLIPLoss(Objective):
                 "loss": per_pair.mean(),
                 "temperature": self.log_temperature.exp(),
                 "bias": self.bias * 1.0,
-                "positive_cosine": cosine.diagonal(dim1=-2, dim2=-1).mean(),
-                "negative_cosine": cosine.masked_select(~matched).mean(),
+                **cosine_terms(cosine, matched),
             }
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
