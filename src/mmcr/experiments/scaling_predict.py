@@ -126,6 +126,89 @@ def _error_stats(pred: np.ndarray, obs: np.ndarray, floor: np.ndarray, reps: np.
     return out
 
 
+def _design_rows(
+    out: Path, meta: Mapping[str, Any], spec: SweepSpec, target: str, fit_factor: int
+) -> list[dict[str, Any]]:
+    """The finished design runs with a ``target``, after the study's checks."""
+    if meta["kind"] != "scaling" or not spec.cells:
+        raise ValueError(
+            f"{out} is not a designed scaling sweep ([design] cells and steps); use mmcr fit without it."
+        )
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}.")
+    if fit_factor < 2:
+        raise ValueError(f"fit_factor must be >= 2; got {fit_factor}.")
+    rows = [
+        r for r in read_results(out) if r.get(target) is not None and "cell:" in ",".join(r.get("groups", []))
+    ]
+    if len(rows) < 10:
+        raise ValueError(f"{out} has {len(rows)} finished design runs; the study needs at least 10.")
+    return rows
+
+
+def _set_of(cell: str, steps: int, held: Sequence[str], s0: int) -> str:
+    """The set a (cell, S) point belongs to: ``fit`` or one of :data:`_SETS`."""
+    if cell in held:
+        return "unseen_cells"
+    if steps <= s0:
+        return "fit"
+    return "compute_4_8x" if steps >= 4 * s0 else "compute_2x"
+
+
+def _fit_data(
+    rows: Sequence[Mapping[str, Any]], floors: Mapping[str, float], target: str
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[str]]:
+    """A law's inputs from runs: variables, floors, targets, and bootstrap clusters (cell, seed)."""
+    return (
+        _variables(rows),
+        np.array([floors[cell_name(r)] for r in rows]),
+        np.array([float(r[target]) for r in rows]),
+        [f"{cell_name(r)}_s{r['seed']}" for r in rows],
+    )
+
+
+def _noise(points: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """The seed-to-seed spread relative to the seed mean: of one run and of the mean itself."""
+    spread = [(p["seed_std"] / p["observed"], p["seeds"]) for p in points if p["seeds"] > 1]
+    if not spread:
+        return {"median_relative_seed_std": None, "median_relative_std_of_seed_mean": None}
+    return {
+        "median_relative_seed_std": float(np.median([r for r, _ in spread])),
+        "median_relative_std_of_seed_mean": float(np.median([r / math.sqrt(n) for r, n in spread])),
+    }
+
+
+def _scores(law: LawFit, points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The law's errors on each held-out set and on the headline sets together."""
+    scores: dict[str, Any] = {}
+    for set_name in (*_SETS, "headline"):
+        wanted = _HEADLINE_SETS if set_name == "headline" else (set_name,)
+        chosen = [p for p in points if p["set"] in wanted]
+        if not chosen:
+            continue
+        pv = _variables(chosen)
+        pf = np.array([p["floor"] for p in chosen])
+        obs = np.array([p["observed"] for p in chosen])
+        scores[set_name] = _error_stats(law.predict(pv, pf), obs, pf, law.replicates(pv, pf))
+    return scores
+
+
+def _choose(forms: Mapping[str, Any]) -> str:
+    """Of the forms within :data:`PARSIMONY` of the lowest median hold-out error, the one with
+    the fewest parameters (then the lower error)."""
+    scored = {
+        k: v["scores"]["headline"]["median"] for k, v in forms.items() if "headline" in v.get("scores", {})
+    }
+    if not scored:
+        raise ValueError(
+            "no law could be fitted and scored: "
+            + "; ".join(f"{k}: {v.get('skipped')}" for k, v in forms.items())
+        )
+    lowest = min(scored.values())
+    near = [k for k, median in scored.items() if median <= lowest + PARSIMONY]
+    return min(near, key=lambda k: (len(FORMS[k].regressors), scored[k]))
+
+
 def predictive_study(
     sweep_dir: str | Path,
     *,
@@ -146,19 +229,7 @@ def predictive_study(
     out = Path(sweep_dir)
     meta = load_meta(out)
     spec = SweepSpec.from_dict(meta["spec"])
-    if meta["kind"] != "scaling" or not spec.cells:
-        raise ValueError(
-            f"{out} is not a designed scaling sweep ([design] cells and steps); use mmcr fit without it."
-        )
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}.")
-    if fit_factor < 2:
-        raise ValueError(f"fit_factor must be >= 2; got {fit_factor}.")
-    rows = [
-        r for r in read_results(out) if r.get(target) is not None and "cell:" in ",".join(r.get("groups", []))
-    ]
-    if len(rows) < 10:
-        raise ValueError(f"{out} has {len(rows)} finished design runs; the study needs at least 10.")
+    rows = _design_rows(out, meta, spec, target, fit_factor)
     cells = [cell_name(c) for c in spec.cells]
     held = list(holdout_cells) if holdout_cells is not None else _default_holdout_cells(spec.cells)
     unknown = sorted(set(held) - set(cells))
@@ -177,87 +248,36 @@ def predictive_study(
     }
     log("ideal floors f(B, D): " + ", ".join(f"{k} {v:.4f}" for k, v in floors.items()))
 
-    def in_set(name: str, cell: str, steps: int) -> bool:
-        if name == "fit":
-            return cell not in held and steps <= s0
-        if name == "unseen_cells":
-            return cell in held
-        if name == "compute_4_8x":
-            return cell not in held and steps >= 4 * s0
-        return cell not in held and s0 < steps < 4 * s0
-
-    fit_rows = [r for r in rows if in_set("fit", cell_name(r), int(r["steps"]))]
-    groups = [f"{cell_name(r)}_s{r['seed']}" for r in fit_rows]
-    fit_vars = _variables(fit_rows)
-    fit_floor = np.array([floors[cell_name(r)] for r in fit_rows])
-    fit_y = np.array([float(r[target]) for r in fit_rows])
+    fit_rows = [r for r in rows if _set_of(cell_name(r), int(r["steps"]), held, s0) == "fit"]
+    fit_vars, fit_floor, fit_y, groups = _fit_data(fit_rows, floors, target)
     points = _points(rows, target)
     for p in points:
         p["floor"] = floors[p["cell"]]
-        p["set"] = next((s for s in ("fit", *_SETS) if in_set(s, p["cell"], p["steps"])), "fit")
-    rel_noise = [p["seed_std"] / p["observed"] for p in points if p["seeds"] > 1]
-    noise = {
-        "median_relative_seed_std": float(np.median(rel_noise)) if rel_noise else None,
-        "median_relative_std_of_seed_mean": (
-            float(
-                np.median(
-                    [p["seed_std"] / p["observed"] / math.sqrt(p["seeds"]) for p in points if p["seeds"] > 1]
-                )
-            )
-            if rel_noise
-            else None
-        ),
-    }
+        p["set"] = _set_of(p["cell"], p["steps"], held, s0)
+    laws: dict[str, LawFit] = {}
     forms: dict[str, Any] = {}
     for name, form in FORMS.items():
         try:
-            law = fit_law(form, fit_vars, fit_y, fit_floor, groups=groups, bootstrap=bootstrap, seed=seed)
+            laws[name] = fit_law(
+                form, fit_vars, fit_y, fit_floor, groups=groups, bootstrap=bootstrap, seed=seed
+            )
         except ValueError as exc:
             forms[name] = {"skipped": str(exc)}
             continue
-        scores: dict[str, Any] = {}
-        for set_name in (*_SETS, "headline"):
-            chosen = [
-                p
-                for p in points
-                if (p["set"] in _HEADLINE_SETS if set_name == "headline" else p["set"] == set_name)
-            ]
-            if not chosen:
-                continue
-            pv = _variables(chosen)
-            pf = np.array([p["floor"] for p in chosen])
-            obs = np.array([p["observed"] for p in chosen])
-            scores[set_name] = _error_stats(law.predict(pv, pf), obs, pf, law.replicates(pv, pf))
-        forms[name] = {"law": law.to_dict(), "scores": scores}
-    scored = {k: v for k, v in forms.items() if "scores" in v and "headline" in v["scores"]}
-    if not scored:
-        raise ValueError(
-            "no law could be fitted and scored: "
-            + "; ".join(f"{k}: {v.get('skipped')}" for k, v in forms.items())
-        )
-    # parsimony: of the forms within PARSIMONY of the lowest median hold-out error, the one
-    # with the fewest parameters (then the lower error) is kept
-    lowest = min(scored[k]["scores"]["headline"]["median"] for k in scored)
-    near = [k for k in scored if scored[k]["scores"]["headline"]["median"] <= lowest + PARSIMONY]
-    best = min(near, key=lambda k: (len(FORMS[k].regressors), scored[k]["scores"]["headline"]["median"]))
-    all_vars = _variables(rows)
-    all_floor = np.array([floors[cell_name(r)] for r in rows])
-    all_y = np.array([float(r[target]) for r in rows])
-    final = fit_law(
-        best,
-        all_vars,
-        all_y,
-        all_floor,
-        groups=[f"{cell_name(r)}_s{r['seed']}" for r in rows],
-        bootstrap=bootstrap,
-        seed=seed,
-    )
-    holdout_law = LawFit.from_dict(forms[best]["law"])
-    for p in points:
-        pv = _variables([p])
-        pf = np.array([p["floor"]])
-        p["predicted_holdout_fit"] = float(holdout_law.predict(pv, pf)[0])
-        p["predicted_final"] = float(final.predict(pv, pf)[0])
+        forms[name] = {"law": laws[name].to_dict(), "scores": _scores(laws[name], points)}
+    best = _choose(forms)
+    all_vars, all_floor, all_y, all_groups = _fit_data(rows, floors, target)
+    final = fit_law(best, all_vars, all_y, all_floor, groups=all_groups, bootstrap=bootstrap, seed=seed)
+    point_vars = _variables(points)
+    point_floor = np.array([p["floor"] for p in points])
+    for p, holdout_fit, refit in zip(
+        points,
+        laws[best].predict(point_vars, point_floor),
+        final.predict(point_vars, point_floor),
+        strict=True,
+    ):
+        p["predicted_holdout_fit"] = float(holdout_fit)
+        p["predicted_final"] = float(refit)
     result: dict[str, Any] = {
         "kind": "scaling-prediction",
         "target": target,
@@ -273,7 +293,7 @@ def predictive_study(
         "sets": _SETS,
         "floors": floors,
         "floor_trials": floor_trials,
-        "noise": noise,
+        "noise": _noise(points),
         "bootstrap": bootstrap,
         "forms": forms,
         "best_form": best,
