@@ -347,6 +347,38 @@ def _load_paired_split(cfg: PretrainConfig, split: str) -> Any:
         return None
 
 
+def _paired_zero_shot(test: Any, kinds: list[str], z_images: torch.Tensor, encode: Any) -> dict[str, Any]:
+    """Zero-shot classification of the test images on each label kind, through the templates.
+
+    Data without a label of a kind (label -1) are left out of that kind's scores.
+    """
+    from mmcr.evaluation.zero_shot import DEFAULT_TEMPLATES, zero_shot_report
+
+    section: dict[str, Any] = {"templates": list(DEFAULT_TEMPLATES)}
+    for kind in kinds:
+        known = test.labels[kind] >= 0
+        label_set = {kind: (test.labels[kind][known], list(test.label_names[kind]))}
+        section.update(zero_shot_report(z_images[known], label_set, encode, DEFAULT_TEMPLATES))
+        _log(f"[eval] zero-shot {kind}: top-1 {section[kind]['top1']:.4f}")
+    return section
+
+
+def _paired_image_probe(
+    splits: dict[str, Any], features: dict[str, torch.Tensor], kind: str, options: EvalOptions
+) -> dict[str, Any]:
+    """The image tower's kNN (and linear probe) on one label kind, its unlabelled data left out."""
+    classes = len(splits["test"].label_names[kind])
+    parts = {}
+    for name, split in splits.items():
+        known = split.labels[kind] >= 0
+        parts[name] = (features[name][known], split.labels[kind][known])
+    _log(f"[eval] image tower on {kind} labels ({classes} classes)")
+    section: dict[str, Any] = {"knn": _knn(parts["train"], parts["val"], parts["test"], classes)}
+    if options.probe:
+        section["linear_probe"] = _probe(parts["train"], parts["val"], parts["test"], classes, options)
+    return section
+
+
 def evaluate_paired(
     cfg: PretrainConfig,
     checkpoint: Checkpoint,
@@ -364,7 +396,6 @@ def evaluate_paired(
     for every label kind that all three have.
     """
     from mmcr.evaluation.retrieval import retrieval_report
-    from mmcr.evaluation.zero_shot import DEFAULT_TEMPLATES, zero_shot_report
     from mmcr.training.paired import build_paired_network, paired_augment_config
 
     splits = {name: _load_paired_split(cfg, name) for name in ("train", "val", "test")}
@@ -412,16 +443,7 @@ def evaluate_paired(
     }
     kinds = [kind for kind in test.labels if kind in test.label_names]
     if kinds:
-        # data without a label of a kind (label -1) are left out of that kind's scores
-        results["zero_shot"] = {"templates": list(DEFAULT_TEMPLATES)}
-        for kind in kinds:
-            known = test.labels[kind] >= 0
-            label_set = {kind: (test.labels[kind][known], list(test.label_names[kind]))}
-            results["zero_shot"].update(
-                zero_shot_report(z_images[known], label_set, encode, DEFAULT_TEMPLATES)
-            )
-        for kind in kinds:
-            _log(f"[eval] zero-shot {kind}: top-1 {results['zero_shot'][kind]['top1']:.4f}")
+        results["zero_shot"] = _paired_zero_shot(test, kinds, z_images, encode)
     train, val = splits["train"], splits["val"]
     probe_kinds = [
         k for k in kinds if train is not None and val is not None and k in train.labels and k in val.labels
@@ -435,20 +457,10 @@ def evaluate_paired(
             }
         results["feature_dim"] = int(features["test"].shape[1])
         results["num_train"], results["num_val"] = len(train), len(val)
-        results["image_probes"] = {}
-        for kind in probe_kinds:
-            classes = len(test.label_names[kind])
-            parts = {
-                name: (features[name][split.labels[kind] >= 0], split.labels[kind][split.labels[kind] >= 0])
-                for name, split in (("train", train), ("val", val), ("test", test))
-            }
-            _log(f"[eval] image tower on {kind} labels ({classes} classes)")
-            section: dict[str, Any] = {"knn": _knn(parts["train"], parts["val"], parts["test"], classes)}
-            if options.probe:
-                section["linear_probe"] = _probe(
-                    parts["train"], parts["val"], parts["test"], classes, options
-                )
-            results["image_probes"][kind] = section
+        results["image_probes"] = {
+            kind: _paired_image_probe({"train": train, "val": val, "test": test}, features, kind, options)
+            for kind in probe_kinds
+        }
         first = results["image_probes"][probe_kinds[0]]
         results["knn"] = first["knn"]  # the first label kind's, where the image-only report reads them
         if "linear_probe" in first:
