@@ -21,8 +21,27 @@ import torch.nn.functional as F
 __all__ = ["ImageDataset", "resize_uint8", "stratified_split", "train_val_split"]
 
 
+class ImageTensorShape:
+    """``len``, ``channels`` and ``image_size`` of a data set holding ``images`` (N, C, H, W)."""
+
+    images: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def channels(self) -> int:
+        """Number of colour channels C (1 or 3)."""
+        return int(self.images.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """Image height and width ``(H, W)`` in pixels."""
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+
 @dataclass
-class ImageDataset:
+class ImageDataset(ImageTensorShape):
     """A whole split held in memory.
 
     Attributes:
@@ -59,19 +78,6 @@ class ImageDataset:
                 f"ImageDataset has {self.images.shape[0]} images but "
                 f"{self.labels.shape[0]} labels; they must match"
             )
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def channels(self) -> int:
-        """Number of colour channels C (1 or 3)."""
-        return int(self.images.shape[1])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """Image height and width ``(H, W)`` in pixels."""
-        return int(self.images.shape[2]), int(self.images.shape[3])
 
     def subset(self, indices: torch.Tensor | Sequence[int]) -> ImageDataset:
         """Return a new data set holding the images at ``indices`` (a 1-D index tensor or list)."""

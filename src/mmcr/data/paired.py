@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from mmcr.data.dataset import ImageDataset, resize_uint8
+from mmcr.data.dataset import ImageDataset, ImageTensorShape, resize_uint8
 from mmcr.data.registry import DatasetInfo, DatasetRequest, dataset_info, register_dataset
 
 __all__ = [
@@ -68,7 +68,7 @@ __all__ = [
 
 
 @dataclass
-class PairedDataset:
+class PairedDataset(ImageTensorShape):
     """A whole split of image-text pairs held in memory.
 
     Attributes:
@@ -132,19 +132,6 @@ class PairedDataset:
                     f"PairedDataset.labels[{kind!r}] has label {int(values.max())} but only "
                     f"{len(self.label_names[kind])} names"
                 )
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def channels(self) -> int:
-        """Number of colour channels C."""
-        return int(self.images.shape[1])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """Image height and width ``(H, W)`` in pixels."""
-        return int(self.images.shape[2]), int(self.images.shape[3])
 
     def primary_captions(self) -> list[str]:
         """The ``N`` primary captions (caption 0 of each datum): the 1:1 protocol's texts."""
