@@ -391,9 +391,10 @@ def evaluate_paired(
 
     Retrieval ranks the test split's captions by the projector outputs (1:1 on the primary
     caption, and multi-caption); zero-shot puts each label kind's class names through the
-    prompt templates. The kNN and the linear probe read the image encoder's features of
-    the training split (memory), the validation split (model selection) and the test split,
-    for every label kind that all three have.
+    prompt templates. Where the data set has a validation split, ``val_retrieval`` holds the
+    same retrieval report on it, for model selection. The kNN and the linear probe read the
+    image encoder's features of the training split (memory), the validation split (model
+    selection) and the test split, for every label kind that all three have.
     """
     from mmcr.evaluation.retrieval import retrieval_report
     from mmcr.training.paired import build_paired_network, paired_augment_config
@@ -416,12 +417,15 @@ def evaluate_paired(
     def project(x: torch.Tensor) -> torch.Tensor:
         return network.embed_images(x)[1]
 
-    with torch.no_grad():
-        z_images = batched_apply(project, test.images, aug, device=device)
-        texts, owner = test.flat_captions()
-        z_texts = encode(texts)
-    _log(f"[eval] retrieval on {len(test)} test images and {len(texts)} captions")
-    retrieval = retrieval_report(z_images, z_texts, owner)
+    def split_retrieval(split: Any) -> tuple[dict[str, Any], torch.Tensor]:
+        with torch.no_grad():
+            z_images = batched_apply(project, split.images, aug, device=device)
+            texts, owner = split.flat_captions()
+            z_texts = encode(texts)
+        _log(f"[eval] retrieval on {len(split)} images and {len(texts)} captions")
+        return retrieval_report(z_images, z_texts, owner), z_images
+
+    retrieval, z_images = split_retrieval(test)
     for direction in ("image_to_text", "text_to_image"):
         r = retrieval[direction]
         _log(
@@ -441,6 +445,8 @@ def evaluate_paired(
         "num_test": len(test),
         "retrieval": retrieval,
     }
+    if splits["val"] is not None:  # for model selection (e.g. the lr of a comparison), never test
+        results["val_retrieval"] = split_retrieval(splits["val"])[0]
     kinds = [kind for kind in test.labels if kind in test.label_names]
     if kinds:
         results["zero_shot"] = _paired_zero_shot(test, kinds, z_images, encode)

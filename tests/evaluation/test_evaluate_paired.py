@@ -58,6 +58,10 @@ def test_eval_json_has_retrieval_zero_shot_and_probes(emoji_checkpoint: Path, tm
             r = section[direction]
             assert 0.0 <= r["recall@1"] <= r["recall@5"] <= r["recall@10"] <= 1.0
             assert r["median_rank"] >= 1
+    # the validation split's retrieval, for model selection: its own queries, not the test ones
+    val = saved["val_retrieval"]
+    assert val["num_images"] == saved["num_val"] != results["num_test"]
+    assert 0.0 <= val["image_to_text"]["recall@1"] <= val["image_to_text"]["recall@10"] <= 1.0
     zero_shot = saved["zero_shot"]
     assert zero_shot["templates"] and {"category", "subcategory"} <= set(zero_shot)
     category = zero_shot["category"]
