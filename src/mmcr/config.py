@@ -55,12 +55,12 @@ class PretrainConfig:
     text_views: int = 1  # paired: K_txt, captions sampled per datum per step (seeded)
     caption_languages: list[str] = field(default_factory=lambda: ["en"])  # paired emoji: CLDR locales
     caption_keywords: bool = True  # paired emoji: each language's keywords as one more caption
-    text_encoder: str = "transformer"  # paired: the text tower
-    text_width: int = 256  # paired: the text Transformer's width
-    text_layers: int = 4  # paired: the text Transformer's blocks
-    text_heads: int = 4  # paired: the text Transformer's attention heads
-    text_context_length: int = 32  # paired: tokens per caption (longer ones are truncated)
-    text_vocab_size: int = 4096  # paired: the BPE tokenizer's vocabulary (trained on the training captions)
+    text_encoder: str = "transformer"  # paired: text tower, transformer (from scratch) or locked_minilm (LiT)
+    text_width: int = 256  # paired: text features into the projector (locked_minilm: its trained Linear's)
+    text_layers: int = 4  # paired: the text Transformer's blocks (ignored by locked_minilm)
+    text_heads: int = 4  # paired: the text Transformer's attention heads (ignored by locked_minilm)
+    text_context_length: int = 32  # paired: tokens per caption, longer truncated (ignored by locked_minilm)
+    text_vocab_size: int = 4096  # paired: BPE vocabulary, trained on the captions (ignored by locked_minilm)
     # model
     encoder: str = "convnet"  # encoder architecture
     encoder_width: int | None = None  # base width of the convnet (None: its default)
@@ -453,23 +453,26 @@ def _validate_paired(cfg: PretrainConfig) -> None:
             f"paired = true needs a paired image-text data set ({', '.join(paired_dataset_names())}), "
             f"got dataset {cfg.dataset!r}"
         )
-    for name in (
-        "image_views",
-        "text_views",
-        "text_width",
-        "text_layers",
-        "text_heads",
-        "text_context_length",
-    ):
+    from mmcr.models import TEXT_ENCODERS
+
+    if cfg.text_encoder not in TEXT_ENCODERS:
+        raise ValueError(
+            f"unknown text_encoder {cfg.text_encoder!r}; valid: {', '.join(sorted(TEXT_ENCODERS))}"
+        )
+    # the locked tower (a frozen sentence model and a trainable Linear) has no layers, heads,
+    # context length or vocabulary of its own: those fields are ignored, and not checked, there
+    transformer = cfg.text_encoder == "transformer"
+    names = ["image_views", "text_views", "text_width"]
+    if transformer:
+        names += ["text_layers", "text_heads", "text_context_length"]
+    for name in names:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if cfg.text_vocab_size < 2:
+    if transformer and cfg.text_vocab_size < 2:
         raise ValueError(f"text_vocab_size must be >= 2, got {cfg.text_vocab_size}")
-    if cfg.text_width % cfg.text_heads:
+    if transformer and cfg.text_width % cfg.text_heads:
         raise ValueError(f"text_width {cfg.text_width} must be divisible by text_heads {cfg.text_heads}")
-    if cfg.text_encoder != "transformer":
-        raise ValueError(f"paired pretraining trains text_encoder 'transformer', got {cfg.text_encoder!r}")
     if cfg.momentum_encoder:
         raise ValueError("momentum_encoder is not supported with paired = true")
     if not cfg.caption_languages:

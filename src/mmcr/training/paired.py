@@ -120,30 +120,51 @@ def paired_augment_config(cfg: PretrainConfig) -> AugmentConfig:
     return config
 
 
-def build_paired_network(cfg: PretrainConfig, in_channels: int) -> PairedNetwork:
-    """The towers and the objective of a paired recipe (the text tower without a tokenizer yet)."""
-    from mmcr.models.text import TextTransformer
+def build_paired_network(
+    cfg: PretrainConfig, in_channels: int, device: str | torch.device = "cpu"
+) -> PairedNetwork:
+    """The towers and the objective of a paired recipe.
 
-    text = TextTransformer(
-        vocab_size=cfg.text_vocab_size,
-        context_length=cfg.text_context_length,
-        width=cfg.text_width,
-        layers=cfg.text_layers,
-        heads=cfg.text_heads,
-    )
-    projector = build_projector(cfg.text_width, cfg.projector_hidden, cfg.projector_dim)
+    The text tower is ``cfg.text_encoder`` from :data:`~mmcr.models.TEXT_ENCODERS`, given the
+    recipe's ``text_*`` fields that it takes: ``"transformer"`` (built without a tokenizer
+    yet) or ``"locked_minilm"`` (the frozen sentence model, loaded here on ``device``, and a
+    trainable ``Linear`` of width ``text_width``; without its optional package this raises
+    :class:`~mmcr.objectives.graphs.MissingTextModelError` saying what to install).
+    """
+    import inspect
+
+    from mmcr.models import TEXT_ENCODERS, build_text_encoder
+
+    options: dict[str, object] = {
+        "vocab_size": cfg.text_vocab_size,
+        "context_length": cfg.text_context_length,
+        "width": cfg.text_width,
+        "layers": cfg.text_layers,
+        "heads": cfg.text_heads,
+        "device": str(device),
+    }
+    taken = inspect.signature(TEXT_ENCODERS[cfg.text_encoder]).parameters
+    text = build_text_encoder(cfg.text_encoder, **{k: v for k, v in options.items() if k in taken})
+    feature_dim = text.feature_dim
+    if not isinstance(feature_dim, int):
+        raise TypeError(f"text tower {cfg.text_encoder!r} has no integer attribute feature_dim")
+    projector = build_projector(feature_dim, cfg.projector_hidden, cfg.projector_dim)
     return PairedNetwork(build_network(cfg, in_channels), text, projector, build_loss(cfg))
 
 
 def load_paired_network(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[PairedNetwork, Checkpoint]:
-    """The trained towers of a paired checkpoint (tokenizer included), in eval mode."""
+    """The trained towers of a paired checkpoint (tokenizer included), in eval mode.
+
+    A locked text tower's frozen model is not in the checkpoint (it holds the projection
+    only): it is loaded again from its package.
+    """
     checkpoint = Checkpoint.load(path)
     cfg = checkpoint.recipe()
     if not cfg.paired:
         raise ValueError(f"{path} holds an image-only run (paired = false)")
-    network = build_paired_network(cfg, checkpoint.in_channels)
+    network = build_paired_network(cfg, checkpoint.in_channels, device)
     load_weights(network, checkpoint.model, path)
     return network.to(device).eval(), checkpoint
 
@@ -247,26 +268,39 @@ def paired_train_step(state: PairedState, indices: torch.Tensor) -> tuple[torch.
 
 
 def _flat_tokens(network: PairedNetwork, train: PairedDataset) -> tuple[torch.Tensor, list[int]]:
+    """The text tower's inputs for every training caption, once, with each datum's first row.
+
+    Token ids for the Transformer; for the locked tower its frozen embeddings (the frozen model
+    runs here once per caption, never in a step). Computed in chunks to bound peak memory.
+    """
     offsets = [0]
     texts: list[str] = []
     for captions in train.captions:
         texts.extend(captions)
         offsets.append(len(texts))
-    return network.tokenize(texts), offsets
+    chunk = 8192
+    parts = [network.tokenize(texts[i : i + chunk]) for i in range(0, len(texts), chunk)]
+    return (torch.cat(parts) if parts else network.tokenize(texts)), offsets
 
 
 def build_paired_state(
     cfg: PretrainConfig, device: torch.device, checkpoint: Checkpoint | None = None
 ) -> PairedState:
-    """Data, towers (tokenizer trained on the training captions, or the checkpoint's), optimiser."""
+    """Data, towers (tokenizer trained on the training captions, or the checkpoint's), optimiser.
+
+    A locked text tower trains no tokenizer: its frozen model embeds the training captions
+    once (``state.tokens`` are then those embeddings), and the optimiser holds the trainable
+    parameters only (the frozen model is no submodule).
+    """
     train = load_paired(
         cfg.dataset, cfg.train_split, cfg.data_dir, image_size=image_size(cfg), options=paired_options(cfg)
     )
-    network = build_paired_network(cfg, int(train.images.shape[1]))
-    if checkpoint is None:
-        network.text.fit_tokenizer(train.flat_captions()[0])  # type: ignore[operator]
-    else:
+    network = build_paired_network(cfg, int(train.images.shape[1]), device)
+    fit_tokenizer = getattr(network.text, "fit_tokenizer", None)
+    if checkpoint is not None:
         load_weights(network, checkpoint.model, "the checkpoint")
+    elif callable(fit_tokenizer):
+        fit_tokenizer(train.flat_captions()[0])
     network = network.to(device)
     tokens, offsets = _flat_tokens(network, train)
     state = PairedState(cfg, network, train, tokens, offsets, device)
