@@ -32,8 +32,12 @@ Built in:
 - ``"csv"`` (:mod:`~mmcr.data.readers.csv_pairs`): a table ``DIR/<split>.tsv`` with an
   image path and a caption per row.
 
-Webdataset shards of images and ``.txt`` captions are streamed by the shard reader; this
-module gives it :func:`sample_captions`, which takes the caption(s) from one sample.
+- ``"webdataset"`` (:mod:`~mmcr.data.readers.webdataset`): tar shards ``DIR/<split>/*.tar``
+  of ``<key>.jpg|png|webp`` images and ``<key>.txt`` captions, one caption per line. Read
+  whole here (splits of at most 100k samples: evaluation's test split); paired
+  pretraining streams the training split instead
+  (:mod:`~mmcr.data.stream.paired_shards`). :func:`sample_captions` takes the caption(s)
+  from one sample.
 
 A new paired format is a :class:`~mmcr.data.registry.DatasetInfo` plus a
 :data:`PairedLoader`, registered together with :func:`register_paired_dataset`.
@@ -62,6 +66,7 @@ __all__ = [
     "load_paired",
     "paired_dataset_names",
     "register_paired_dataset",
+    "register_paired_reader",
     "report_skipped",
     "sample_captions",
 ]
@@ -155,9 +160,7 @@ class PairedDataset(ImageTensorShape):
         """A new paired data set holding the data at ``indices`` (a 1-D index tensor or list)."""
         index = torch.as_tensor(indices, dtype=torch.long)
         if index.ndim != 1:
-            raise ValueError(
-                f"subset expects a 1-D tensor of indices, got shape {tuple(index.shape)}"
-            )
+            raise ValueError(f"subset expects a 1-D tensor of indices, got shape {tuple(index.shape)}")
         rows = index.tolist()
         return PairedDataset(
             images=self.images[index],
@@ -224,12 +227,13 @@ class PairedOptions:
 
     def __post_init__(self) -> None:
         languages = self.languages
-        if isinstance(languages, str) or not languages or not all(
-            isinstance(lang, str) and lang.strip() for lang in languages
+        if (
+            isinstance(languages, str)
+            or not languages
+            or not all(isinstance(lang, str) and lang.strip() for lang in languages)
         ):
             raise ValueError(
-                f"languages must be a non-empty tuple of locale names (e.g. ('en', 'de')), "
-                f"got {languages!r}"
+                f"languages must be a non-empty tuple of locale names (e.g. ('en', 'de')), got {languages!r}"
             )
         object.__setattr__(self, "languages", tuple(languages))
         for name in ("csv_img_key", "csv_caption_key"):
@@ -242,7 +246,7 @@ class PairedOptions:
             )
         if not isinstance(self.csv_separator, str) or len(self.csv_separator) != 1:
             raise ValueError(f"csv_separator must be one character, got {self.csv_separator!r}")
-        if self.csv_separator in "\r\n\"":
+        if self.csv_separator in '\r\n"':
             raise ValueError(f"csv_separator cannot be {self.csv_separator!r}")
 
     @classmethod
@@ -281,6 +285,19 @@ def register_paired_dataset(info: DatasetInfo, paired: PairedLoader) -> DatasetI
     register_dataset(info)
     _PAIRED[info.name] = paired
     return info
+
+
+def register_paired_reader(name: str, paired: PairedLoader) -> None:
+    """Give the data set registered (or about to be registered) as ``name`` a reader of pairs.
+
+    For a format whose :class:`~mmcr.data.registry.DatasetInfo` the image registry already
+    holds (the ``webdataset`` shards: images with ``.cls`` classes, or with ``.txt``
+    captions); a new paired format registers both at once with
+    :func:`register_paired_dataset`.
+    """
+    if not callable(paired):
+        raise ValueError(f"paired data set {name!r} needs a callable paired loader, got {paired!r}")
+    _PAIRED[name] = paired
 
 
 def paired_dataset_names() -> tuple[str, ...]:

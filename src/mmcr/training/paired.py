@@ -16,16 +16,29 @@ in the text tower's state dict, so the checkpoint carries it and ``--resume`` an
 Reproducible by construction, as the image-only loop: the epoch's order comes from
 ``(seed, epoch)``, each step's image views from ``(seed, step)``, and each datum's captions
 from ``(seed, epoch, index)``; no random state is saved, and a resumed run follows the
-uninterrupted one exactly. Paired pretraining runs in one process.
+uninterrupted one exactly.
+
+Data parallel under torchrun: every rank takes the rank-th contiguous ``batch_size / W``
+slice of each global batch, its views drawn from the global batch's augmentation
+parameters (so a datum's views, and with the objective's gather the whole step, do not
+depend on W); the towers are wrapped in DistributedDataParallel and rank 0 alone writes.
+
+``dataset = "webdataset"`` streams the training split from tar shards of images and
+``.txt`` captions (:mod:`mmcr.data.stream.paired_shards`: each rank its shards, workers
+decoding the crops, constant memory, exact resume at a step for the same W and
+``num_workers``); the tokenizer is then trained on the first 200k captions of the shards
+(:data:`~mmcr.data.stream.paired_shards.TOKENIZER_CAPTIONS`), and each step tokenizes the
+captions it takes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -37,12 +50,23 @@ from mmcr.build import (
     build_network,
     effective_lr,
     load_weights,
+    loader_options,
     make_optimizer,
     resolve_device,
 )
 from mmcr.config import RESUMABLE_FIELDS, PretrainConfig, config_differences
-from mmcr.data import AugmentConfig, MultiViewAugment, preset
+from mmcr.data import AugmentConfig, MultiViewAugment, dataset_info, preset
+from mmcr.data.augment.batched import apply_params
+from mmcr.data.augment.sampling import AugmentParams, sample_params
 from mmcr.data.paired import PairedDataset, PairedOptions, load_paired
+from mmcr.data.stream.loader import PrecroppedAugment
+from mmcr.data.stream.paired_shards import (
+    TOKENIZER_CAPTIONS,
+    PairedShards,
+    paired_shard_batches,
+    paired_shards,
+    shard_captions,
+)
 from mmcr.models import MMCRNetwork, build_projector
 from mmcr.objectives.base import NonFiniteError
 from mmcr.optim import lr_at, set_lr
@@ -50,6 +74,7 @@ from mmcr.records import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, MetricsLog
 from mmcr.training.step import Schedule, epoch_order, step_generator
 
 __all__ = [
+    "PairedBatch",
     "PairedNetwork",
     "PairedState",
     "build_paired_network",
@@ -58,7 +83,10 @@ __all__ = [
     "paired_augment_config",
     "paired_options",
     "paired_train_step",
+    "pairs_per_epoch",
     "pretrain_paired",
+    "tokenizer_captions",
+    "training_pairs",
 ]
 
 #: Default side length of paired images when the recipe sets no image_size.
@@ -94,6 +122,11 @@ class PairedNetwork(nn.Module):
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.text.prepare(texts)  # type: ignore[operator]
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projections of images ``x`` and of the text tower's inputs ``tokens``: one call, as
+        DistributedDataParallel wraps it."""
+        return self.embed_images(x)[1], self.embed_texts(tokens)
 
 
 def paired_options(cfg: PretrainConfig) -> PairedOptions:
@@ -182,14 +215,34 @@ def caption_choice(seed: int, epoch: int, index: int, count: int, views: int) ->
     return chosen[:views]
 
 
+class PairedBatch(NamedTuple):
+    """One rank's share of a step's data.
+
+    ``images``: uint8 ``(b, C, H, W)`` (in memory: the step draws the views) or
+    ``(b, K_img, C, S, S)`` (streamed shards: the workers' random-resized crops);
+    ``texts``: the text tower's inputs ``(b * K_txt, ...)`` of the chosen captions, datum by datum.
+    """
+
+    images: torch.Tensor
+    texts: torch.Tensor
+
+
 class PairedState:
-    """What a paired step reads and updates."""
+    """What a paired step reads and updates.
+
+    ``train`` is a :class:`~mmcr.data.paired.PairedDataset` held in memory (``tokens``:
+    every training caption through ``network.tokenize`` once, datum ``i``'s rows
+    ``offsets[i] .. offsets[i + 1] - 1``) or :class:`~mmcr.data.stream.PairedShards`
+    streamed (``tokens`` empty: each step tokenizes the captions it takes). ``model`` is what
+    the forward pass calls: the network, or its DistributedDataParallel wrapper under
+    torchrun.
+    """
 
     def __init__(
         self,
         cfg: PretrainConfig,
         network: PairedNetwork,
-        train: PairedDataset,
+        train: PairedDataset | PairedShards,
         tokens: torch.Tensor,
         offsets: list[int],
         device: torch.device,
@@ -197,17 +250,32 @@ class PairedState:
         self.cfg = cfg
         self.network = network
         self.train = train
-        self.tokens = tokens  # (all captions, L): the training captions, tokenized once
+        self.tokens = tokens  # (all captions, ...): the training captions' text-tower inputs, once
         self.offsets = offsets  # datum i's captions are rows offsets[i] .. offsets[i + 1] - 1
         self.device = device
-        self.schedule = Schedule.of(cfg, len(train))
-        self.augment = MultiViewAugment(paired_augment_config(cfg))
+        self.rank, self.world = mdist.rank(), mdist.world_size()
+        self.local_batch = cfg.batch_size // self.world
+        self.schedule = Schedule.of(cfg, pairs_per_epoch(cfg, train, self.world))
+        config = paired_augment_config(cfg)
+        self.augment = (
+            PrecroppedAugment(config) if isinstance(train, PairedShards) else MultiViewAugment(config)
+        )
         self.optimizer = make_optimizer(cfg, network)
+        self.model: nn.Module = network
+        if mdist.is_distributed():
+            self.model = nn.parallel.DistributedDataParallel(
+                network, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.skipped: set[int] = set()  # shards: index entries of bad samples replaced (skip_bad_images)
         self.step = 0
 
-    def batches(self) -> Iterator[torch.Tensor]:
-        """The data indices of each step from ``self.step`` to the end."""
+    def batches(self) -> Generator[PairedBatch, None, None]:
+        """This rank's :class:`PairedBatch` of each step from ``self.step`` to the end."""
+        if isinstance(self.train, PairedShards):
+            yield from self._shard_batches(self.train)
+            return
         cfg, schedule = self.cfg, self.schedule
+        start, end = self.rank * self.local_batch, (self.rank + 1) * self.local_batch
         step = self.step
         while step < schedule.total_steps:
             epoch, offset = divmod(step, schedule.steps_per_epoch)
@@ -215,12 +283,46 @@ class PairedState:
             for pos in range(offset, schedule.steps_per_epoch):
                 if step >= schedule.total_steps:
                     return
-                yield order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
+                local = order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size][start:end]
+                yield PairedBatch(self.train.images[local], self.caption_tokens(local, epoch))
                 step += 1
 
-    def caption_tokens(self, indices: torch.Tensor) -> torch.Tensor:
-        """``(B * text_views, L)`` token ids of the captions the current step takes."""
-        epoch = self.step // self.schedule.steps_per_epoch
+    def _shard_batches(self, train: PairedShards) -> Generator[PairedBatch, None, None]:
+        cfg = self.cfg
+        per_epoch = self.schedule.steps_per_epoch
+        batches = paired_shard_batches(
+            train.split,
+            self.augment.config,
+            num_views=cfg.image_views,
+            seed=cfg.seed,
+            rank=self.rank,
+            world=self.world,
+            local_batch=self.local_batch,
+            start_step=self.step,
+            total_steps=self.schedule.total_steps,
+            options=loader_options(cfg),
+            skipped=self.skipped,
+        )
+        step = self.step
+        try:
+            for batch in batches:
+                epoch = step // per_epoch
+                texts: list[str] = []
+                for position, captions in zip(batch.positions.tolist(), batch.captions, strict=True):
+                    chosen = caption_choice(cfg.seed, epoch, position, len(captions), cfg.text_views)
+                    texts.extend(captions[j] for j in chosen)
+                yield PairedBatch(batch.crops, self.network.tokenize(texts))
+                step += 1
+        finally:
+            batches.close()  # ends the DataLoader workers
+
+    def caption_tokens(self, indices: torch.Tensor, epoch: int | None = None) -> torch.Tensor:
+        """``(len(indices) * text_views, ...)`` text-tower inputs of the captions a step takes.
+
+        In memory only; ``epoch`` defaults to the current step's.
+        """
+        if epoch is None:
+            epoch = self.step // self.schedule.steps_per_epoch
         rows: list[int] = []
         for i in indices.tolist():
             start, end = self.offsets[i], self.offsets[i + 1]
@@ -229,15 +331,60 @@ class PairedState:
             )
         return self.tokens[torch.tensor(rows, dtype=torch.long)]
 
+    def views(self, images: torch.Tensor) -> torch.Tensor:
+        """The step's float image views ``(b, K_img, C, S, S)`` of this rank's ``images``.
 
-def paired_train_step(state: PairedState, indices: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """One optimiser step on the data ``indices``: returns the detached loss and the learning rate."""
+        In memory the augmentation parameters are drawn for the whole global batch from the
+        ``(seed, step)`` generator and each rank applies its rows: a datum's views do not
+        depend on the number of processes. Streamed crops get the rest of the augmentation
+        from the ``(seed, step, rank)`` generator, as the image-only shard path does.
+        """
+        cfg = self.cfg
+        if isinstance(self.train, PairedShards):
+            return self.augment(
+                images, cfg.image_views, generator=step_generator(cfg.seed, self.step, self.rank)
+            )
+        generator = step_generator(cfg.seed, self.step, 0)
+        size = (int(images.shape[2]), int(images.shape[3]))
+        params = sample_params(
+            self.augment.config,
+            cfg.batch_size,
+            cfg.image_views,
+            size,
+            generator=generator,
+            device=images.device,
+        )
+        start = self.rank * self.local_batch
+        return apply_params(images, _rows(params, start, start + len(images)), self.augment.config)
+
+
+def _rows(params: AugmentParams, start: int, end: int) -> AugmentParams:
+    """The augmentation parameters of images ``start .. end - 1`` of a batch."""
+    rows = {
+        f.name: getattr(params, f.name)[start:end]
+        for f in dataclasses.fields(params)
+        if isinstance(getattr(params, f.name), torch.Tensor)
+    }
+    return dataclasses.replace(params, **rows)
+
+
+def pairs_per_epoch(cfg: PretrainConfig, train: PairedDataset | PairedShards, world: int) -> int:
+    """The pairs an epoch's steps take: all of them, or, from shards, what every rank can read."""
+    if isinstance(train, PairedShards):
+        return train.split.steps_per_epoch(world, cfg.batch_size // world) * cfg.batch_size
+    return len(train)
+
+
+def paired_train_step(state: PairedState, batch: PairedBatch) -> tuple[torch.Tensor, float]:
+    """One optimiser step on this rank's ``batch``: returns the detached loss and the learning rate.
+
+    Under torchrun the objective gathers the projector outputs of the global batch (with
+    exact gradients) and DistributedDataParallel averages the gradients over the ranks.
+    """
     cfg, network = state.cfg, state.network
-    b = len(indices)
+    b = len(batch.images)
     with torch.no_grad():
-        generator = step_generator(cfg.seed, state.step, 0)
-        views = state.augment(state.train.images[indices], cfg.image_views, generator=generator)
-    tokens = state.caption_tokens(indices).to(state.device)
+        views = state.views(batch.images)
     lr = lr_at(
         state.step,
         schedule=cfg.schedule,
@@ -246,10 +393,10 @@ def paired_train_step(state: PairedState, indices: torch.Tensor) -> tuple[torch.
         warmup_steps=state.schedule.warmup_steps,
     )
     set_lr(state.optimizer, lr)
-    x = views.flatten(0, 1).to(state.device)
+    x = views.flatten(0, 1).to(state.device, non_blocking=True)
+    tokens = batch.texts.to(state.device, non_blocking=True)
     with torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-        _, z_image = network.embed_images(x)
-        z_text = network.embed_texts(tokens)
+        z_image, z_text = state.model(x, tokens)
     z = torch.cat(
         [z_image.float().reshape(b, cfg.image_views, -1), z_text.float().reshape(b, cfg.text_views, -1)], 1
     )
@@ -267,12 +414,37 @@ def paired_train_step(state: PairedState, indices: torch.Tensor) -> tuple[torch.
     return loss.detach(), lr
 
 
-def _flat_tokens(network: PairedNetwork, train: PairedDataset) -> tuple[torch.Tensor, list[int]]:
+def training_pairs(cfg: PretrainConfig) -> PairedDataset | PairedShards:
+    """The training split: shards streamed (:mod:`~mmcr.data.stream.paired_shards`), or in memory."""
+    if dataset_info(cfg.dataset).name == "webdataset":
+        if cfg.data_dir is None:
+            raise ValueError(
+                "paired webdataset shards need data_dir (--data-dir): a folder root/<split>/*.tar "
+                "(or root/*.tar for the train split) of <key>.jpg and <key>.txt samples"
+            )
+        return paired_shards(cfg.data_dir, cfg.train_split, cache_dir=cfg.cache_dir)
+    return load_paired(
+        cfg.dataset, cfg.train_split, cfg.data_dir, image_size=image_size(cfg), options=paired_options(cfg)
+    )
+
+
+def tokenizer_captions(cfg: PretrainConfig, train: PairedDataset | PairedShards) -> list[str]:
+    """The captions the tokenizer is trained on: every training caption, or the shards' first 200k."""
+    if isinstance(train, PairedShards):
+        return shard_captions(train.root, train.name, limit=TOKENIZER_CAPTIONS, skip_bad=cfg.skip_bad_images)
+    return train.flat_captions()[0]
+
+
+def _flat_tokens(
+    network: PairedNetwork, train: PairedDataset | PairedShards
+) -> tuple[torch.Tensor, list[int]]:
     """The text tower's inputs for every training caption, once, with each datum's first row.
 
     Token ids for the Transformer; for the locked tower its frozen embeddings (the frozen model
     runs here once per caption, never in a step). Computed in chunks to bound peak memory.
     """
+    if isinstance(train, PairedShards):  # streamed: each step tokenizes its own captions
+        return torch.zeros(0, dtype=torch.int64), [0]
     offsets = [0]
     texts: list[str] = []
     for captions in train.captions:
@@ -292,15 +464,13 @@ def build_paired_state(
     once (``state.tokens`` are then those embeddings), and the optimiser holds the trainable
     parameters only (the frozen model is no submodule).
     """
-    train = load_paired(
-        cfg.dataset, cfg.train_split, cfg.data_dir, image_size=image_size(cfg), options=paired_options(cfg)
-    )
-    network = build_paired_network(cfg, int(train.images.shape[1]), device)
+    train = training_pairs(cfg)
+    network = build_paired_network(cfg, train.channels, device)
     fit_tokenizer = getattr(network.text, "fit_tokenizer", None)
     if checkpoint is not None:
         load_weights(network, checkpoint.model, "the checkpoint")
     elif callable(fit_tokenizer):
-        fit_tokenizer(train.flat_captions()[0])
+        fit_tokenizer(tokenizer_captions(cfg, train))
     network = network.to(device)
     tokens, offsets = _flat_tokens(network, train)
     state = PairedState(cfg, network, train, tokens, offsets, device)
@@ -317,18 +487,40 @@ def _checkpoint(state: PairedState, reason: str) -> Checkpoint:
         config=state.cfg.to_dict(),
         model=state.network.state_dict(),
         step=state.step,
-        in_channels=int(state.train.images.shape[1]),
+        in_channels=state.train.channels,
         optimizer=state.optimizer.state_dict(),
         reason=reason,
     )
 
 
+def _same_tokenizer(state: PairedState) -> None:
+    """Under torchrun: every rank uses rank 0's tokenizer (each trained one on the same captions)."""
+    text = state.network.text
+    get, put = getattr(text, "get_extra_state", None), getattr(text, "set_extra_state", None)
+    if not mdist.is_distributed() or not callable(get) or not callable(put):
+        return
+    import torch.distributed as dist
+
+    shared = [get().cpu() if mdist.rank() == 0 else None]
+    dist.broadcast_object_list(shared, src=0)
+    mine = get().cpu()
+    if shared[0] is not None and not torch.equal(shared[0], mine):
+        put(shared[0])
+        if isinstance(state.train, PairedDataset):
+            state.tokens, state.offsets = _flat_tokens(state.network, state.train)
+
+
 def pretrain_paired(cfg: PretrainConfig, out: Path, resume: bool) -> Path:
-    """Train the towers as configured into ``out`` (already claimed); returns the checkpoint path."""
-    if mdist.world_size() > 1:
-        raise ValueError("paired pretraining runs in one process: start it without torchrun")
+    """Train the towers as configured into ``out`` (claimed by rank 0); returns the checkpoint path.
+
+    Under torchrun every rank takes its ``batch_size / W`` share of each global batch (in
+    memory: the rank-th contiguous slice of the global order; shards: its own shards), the
+    towers are wrapped in DistributedDataParallel, the objective sees the global batch, and
+    rank 0 alone writes the configuration, the metrics and the checkpoints.
+    """
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
+    is_main = mdist.rank() == 0
     ckpt_path = out / CHECKPOINT_NAME
     checkpoint = None
     if resume and ckpt_path.exists():
@@ -339,26 +531,37 @@ def pretrain_paired(cfg: PretrainConfig, out: Path, resume: bool) -> Path:
                 "cannot resume: the checkpoint was trained with a different configuration for "
                 + ", ".join(changed)
             )
-    elif resume:
+    elif resume and is_main:
         print(f"no checkpoint at {ckpt_path}: starting from scratch", file=sys.stderr)
     state = build_paired_state(cfg, device, checkpoint)
-    cfg.save(out / CONFIG_NAME)
+    _same_tokenizer(state)
     schedule = state.schedule
-    params = sum(p.numel() for p in state.network.parameters()) / 1e6
-    print(
-        f"{len(state.train)} training pairs, {len(state.tokens)} captions, {schedule.steps_per_epoch} "
-        f"steps/epoch, {schedule.total_steps} steps, {cfg.image_views} image + {cfg.text_views} text "
-        f"views, objective {cfg.objective}, towers {params:.2f}M parameters",
-        file=sys.stderr,
-    )
-    log = MetricsLog(out / METRICS_NAME, enabled=True, resume_step=state.step if resume else None)
+    if is_main:
+        cfg.save(out / CONFIG_NAME)
+        params = sum(p.numel() for p in state.network.parameters()) / 1e6
+        streamed = isinstance(state.train, PairedShards)
+        captions = "captions streamed" if streamed else f"{len(state.tokens)} captions"
+        print(
+            f"{len(state.train)} training pairs{' in shards' if streamed else ''}, {captions}, "
+            f"{schedule.steps_per_epoch} steps/epoch, {schedule.total_steps} steps, "
+            f"{cfg.image_views} image + {cfg.text_views} text views, objective {cfg.objective}, "
+            f"towers {params:.2f}M parameters, {state.world} process(es)",
+            file=sys.stderr,
+        )
+    log = MetricsLog(out / METRICS_NAME, enabled=is_main, resume_step=state.step if resume else None)
+
+    def save(reason: str) -> None:
+        if is_main:
+            _checkpoint(state, reason).save(ckpt_path)
+
     state.network.train()
     import time
 
     start = time.perf_counter()
+    batches = state.batches()
     try:
-        for indices in state.batches():
-            loss, lr = paired_train_step(state, indices)
+        for batch in batches:
+            loss, lr = paired_train_step(state, batch)
             if state.step % cfg.log_every == 0 or state.step == schedule.total_steps:
                 record: dict[str, Any] = {
                     "kind": "step",
@@ -369,31 +572,46 @@ def pretrain_paired(cfg: PretrainConfig, out: Path, resume: bool) -> Path:
                     "time": time.perf_counter() - start,
                 }
                 log.write(record)
-                if cfg.progress:
+                if cfg.progress and is_main:
                     print(f"step {state.step}/{schedule.total_steps} loss {float(loss):.4f}", file=sys.stderr)
             if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
-                _checkpoint(state, "steps").save(ckpt_path)
+                save("steps")
             if state.step % schedule.steps_per_epoch and state.step != schedule.total_steps:
                 continue
             epoch = math.ceil(state.step / schedule.steps_per_epoch)
             last = state.step == schedule.total_steps
             stop = cfg.stop_at_epoch is not None and epoch >= cfg.stop_at_epoch
             if last or stop or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0):
-                _checkpoint(state, "end" if last else "epoch").save(ckpt_path)
+                save("end" if last else "epoch")
             if stop and not last:
-                print(
-                    f"stopping after epoch {epoch} (stop_at_epoch); continue with --resume", file=sys.stderr
-                )
+                if is_main:
+                    print(
+                        f"stopping after epoch {epoch} (stop_at_epoch); continue with --resume",
+                        file=sys.stderr,
+                    )
                 break
         if state.step == schedule.total_steps and not ckpt_path.exists():
-            _checkpoint(state, "end").save(ckpt_path)
+            save("end")
     except KeyboardInterrupt:
-        _checkpoint(state, "interrupted").save(ckpt_path)
-        print(
-            f"\ninterrupted at step {state.step}: checkpoint saved to {ckpt_path}; continue with --resume",
-            file=sys.stderr,
-        )
+        save("interrupted")
+        if is_main:
+            print(
+                f"\ninterrupted at step {state.step}: checkpoint saved to {ckpt_path}; "
+                "continue with --resume",
+                file=sys.stderr,
+            )
         raise
     finally:
+        batches.close()  # stops the DataLoader workers of the shard path
         log.close()
+        if state.skipped:
+            print(
+                f"rank {state.rank}: replaced {len(state.skipped)} bad samples of the shards "
+                "(skip_bad_images: an undecodable image, or a caption that is empty or not UTF-8)",
+                file=sys.stderr,
+            )
+    if mdist.is_distributed():
+        import torch.distributed as dist
+
+        dist.barrier()
     return ckpt_path
