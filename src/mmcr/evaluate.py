@@ -401,7 +401,7 @@ def evaluate_paired(
 
     splits = {name: _load_paired_split(cfg, name) for name in ("train", "val", "test")}
     test = splits["test"]
-    network = build_paired_network(cfg, checkpoint.in_channels)
+    network = build_paired_network(cfg, checkpoint.in_channels, device)  # a locked text model runs there
     load_weights(network, checkpoint.model, options.checkpoint or "the checkpoint")
     network = network.to(device).eval()
     aug = paired_augment_config(cfg)
