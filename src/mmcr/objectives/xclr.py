@@ -21,6 +21,7 @@ import torch
 from mmcr.distributed import gather_with_grad, is_distributed
 from mmcr.objectives.base import Objective, check_coefficient, check_views, full_precision
 from mmcr.objectives.graphs import (
+    CAPTION_POOLINGS,
     DEFAULT_TEMPLATE,
     TextEncoder,
     check_class_names,
@@ -29,12 +30,14 @@ from mmcr.objectives.graphs import (
     class_name_graph,
     default_cache_dir,
     load_class_graph,
+    sample_caption_graph,
 )
 from mmcr.objectives.registry import register_objective
 from mmcr.objectives.simclr import view_log_probs
 
-#: The sources of the class graph a recipe can name (``objective_args = {graph = ...}``).
-GRAPH_SOURCES = ("class-names", "matrix", "identity")
+#: The sources of the graph a recipe can name (``objective_args = {graph = ...}``): a class
+#: graph (the first three) or the per-sample graph of the training images' captions.
+GRAPH_SOURCES = ("class-names", "matrix", "identity", "captions")
 
 
 @register_objective
@@ -42,9 +45,11 @@ class XCLRLoss(Objective):
     """X-CLR on ``K`` views: cross entropy between graph targets and NT-Xent's predictions.
 
     Input ``z`` of shape ``(B, K, D)``, the raw projector outputs of ``B`` samples with
-    ``K >= 2`` views each, and the target graph of the samples: either ``graph``, a
-    ``(B, B)`` matrix ``G`` of similarities, or ``labels`` ``(B,)``, from which
-    ``G_ij = class_graph[labels_i, labels_j]`` with the ``(C, C)`` class graph of the data set.
+    ``K >= 2`` views each, and the target graph of the samples, one of: ``graph``, a
+    ``(B, B)`` matrix ``G`` of similarities; ``labels`` ``(B,)``, from which
+    ``G_ij = class_graph[labels_i, labels_j]`` with the ``(C, C)`` class graph of the data set;
+    or ``indices`` ``(B,)``, the samples' rows in the ``(N, N)`` graph of the whole training
+    split (``graph = "captions"``), ``G_ij = sample_graph[indices_i, indices_j]``.
 
     The ``M = B * K`` views are laid out and compared exactly as in
     :class:`~mmcr.objectives.simclr.SimCLRLoss` (row ``r`` is view ``r % K`` of sample
@@ -80,8 +85,8 @@ class XCLRLoss(Objective):
     "a photo of a {}") but not these two values, so the defaults are not checked against it.
 
     Under ``torch.distributed`` with ``distributed=True`` the views are gathered with
-    gradient (:func:`mmcr.distributed.gather_with_grad`) and the labels with them, so the
-    graph's rows follow the gathered batch (rank 0's samples first): every rank computes
+    gradient (:func:`mmcr.distributed.gather_with_grad`) and the labels (or sample indices)
+    with them, so the graph's rows follow the gathered batch (rank 0's samples first): every rank computes
     the loss of the global batch and DDP's averaging gives the single-process gradient. A
     ``graph`` passed directly must then be the ``(N, N)`` graph of the global batch of
     ``N`` samples, in that order, the same on every rank.
@@ -93,14 +98,24 @@ class XCLRLoss(Objective):
             ``"class-names"`` (cosine similarities of the class names' sentence embeddings,
             :func:`~mmcr.objectives.graphs.class_name_graph`, the optional ``mmcr[text]``
             model, cached under ``cache_dir``), ``"matrix"`` (a ``(C, C)`` file at
-            ``graph_path``: ``.npy``, ``.pt`` or ``.csv``) or ``"identity"`` (``G = I``: the
-            classes alone, no similarity between them).
+            ``graph_path``: ``.npy``, ``.pt`` or ``.csv``), ``"identity"`` (``G = I``: the
+            classes alone, no similarity between them), or ``"captions"``: a graph of the
+            samples, not the classes, the cosine similarities of each training image's
+            caption embedding (paired image-text data used image-only, e.g. ``dataset =
+            "emoji-images"``), made by :meth:`bind_samples` from the training split's captions
+            (:func:`~mmcr.objectives.graphs.sample_caption_graph`, cached under
+            ``cache_dir``); the training step then passes each batch's sample indices, not
+            its labels.
         graph_path: the matrix file of ``graph = "matrix"``.
         template: the prompt of each class name (``{}`` is the name).
-        cache_dir: the cache folder of class-name graphs (default
+        caption_pooling: how ``"captions"`` makes one embedding per datum from its captions:
+            ``"mean"`` (default: the mean of its captions' unit embeddings, renormalised; for
+            the emoji set its name and its keyword list) or ``"primary"`` (its caption 0).
+        cache_dir: the cache folder of class-name graphs and caption embeddings (default
             :func:`~mmcr.objectives.graphs.default_cache_dir`).
         class_graph: a ``(C, C)`` class graph given directly (then ``graph`` is not used).
-        text_encoder: the frozen text model of ``"class-names"`` (default all-MiniLM-L6-v2).
+        text_encoder: the frozen text model of ``"class-names"`` and ``"captions"`` (default
+            all-MiniLM-L6-v2).
         distributed: gather the global batch under an initialised process group.
 
     ``forward`` returns the scalar loss and stores detached components: ``"loss"``,
@@ -124,6 +139,7 @@ class XCLRLoss(Objective):
     uses_labels = True
 
     class_graph: torch.Tensor | None
+    train_graph: torch.Tensor | None
 
     def __init__(
         self,
@@ -132,6 +148,7 @@ class XCLRLoss(Objective):
         graph: str = "class-names",
         graph_path: str | None = None,
         template: str = DEFAULT_TEMPLATE,
+        caption_pooling: str = "mean",
         cache_dir: str | None = None,
         class_graph: torch.Tensor | None = None,
         text_encoder: TextEncoder | None = None,
@@ -151,6 +168,13 @@ class XCLRLoss(Objective):
             raise ValueError(f'graph_path is the file of graph = "matrix"; graph is {source!r}')
         if not isinstance(template, str) or "{}" not in template:
             raise ValueError(f"template must contain '{{}}' where the class name goes, got {template!r}")
+        if caption_pooling not in CAPTION_POOLINGS:
+            raise ValueError(
+                f"unknown caption_pooling {caption_pooling!r}; valid: {', '.join(CAPTION_POOLINGS)}"
+            )
+        if source == "captions" and class_graph is not None:
+            raise ValueError('graph = "captions" is a graph of the samples: it takes no class_graph')
+        self.caption_pooling = caption_pooling
         self.graph_source = "given" if class_graph is not None else source
         self.graph_path = graph_path
         self.template = template
@@ -159,11 +183,16 @@ class XCLRLoss(Objective):
         self.distributed = bool(distributed)
         given = None if class_graph is None else check_graph(class_graph, name="class_graph").detach().clone()
         self.register_buffer("class_graph", given, persistent=False)
+        self.register_buffer("train_graph", None, persistent=False)
+
+    @property
+    def uses_sample_indices(self) -> bool:
+        """Whether the step passes each batch's sample indices (``graph = "captions"``), not labels."""
+        return self.graph_source == "captions"
 
     def extra_repr(self) -> str:
         return (
-            f"tau={self.tau}, tau_s={self.tau_s}, graph={self.graph_source!r}, "
-            f"distributed={self.distributed}"
+            f"tau={self.tau}, tau_s={self.tau_s}, graph={self.graph_source!r}, distributed={self.distributed}"
         )
 
     def bind_classes(
@@ -175,6 +204,11 @@ class XCLRLoss(Objective):
         ``num_classes`` their count. A class graph given to the constructor is kept (its
         size is checked).
         """
+        if self.graph_source == "captions":
+            raise ValueError(
+                'graph = "captions" is a graph of the training images, not of their classes: '
+                "bind_samples(captions) makes it (the training loop does it)"
+            )
         if self.graph_source == "given":
             assert self.class_graph is not None
             check_graph(self.class_graph, num_classes, name="class_graph")
@@ -193,8 +227,43 @@ class XCLRLoss(Objective):
         device = self.class_graph.device if self.class_graph is not None else None
         self.class_graph = graph.to(device) if device is not None else graph
 
-    def sample_graph(self, n: int, labels: torch.Tensor | None, graph: torch.Tensor | None) -> torch.Tensor:
-        """The ``(n, n)`` graph of a (gathered) batch of ``n`` samples, from ``graph`` or ``labels``."""
+    def bind_samples(self, captions: Sequence[Sequence[str]] | None, *, dataset: str = "") -> None:
+        """Make the ``(N, N)`` graph of the training split from its ``N`` images' captions.
+
+        ``captions[i]`` are the captions of training image ``i`` (the row the step's sample
+        indices name). Only for ``graph = "captions"``.
+        """
+        if self.graph_source != "captions":
+            raise ValueError(
+                f'bind_samples is for graph = "captions"; this X-CLR has graph {self.graph_source!r}'
+            )
+        cache = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+        graph = sample_caption_graph(
+            captions,
+            encoder=self.text_encoder,
+            pooling=self.caption_pooling,
+            cache_dir=cache,
+            dataset=dataset,
+        )
+        device = self.train_graph.device if self.train_graph is not None else None
+        self.train_graph = graph.to(device) if device is not None else graph
+
+    def sample_graph(
+        self,
+        n: int,
+        labels: torch.Tensor | None,
+        graph: torch.Tensor | None,
+        indices: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The ``(n, n)`` graph of a (gathered) batch of ``n`` samples.
+
+        From ``indices`` (rows of the training split's graph), ``labels`` (with the class
+        graph) or ``graph`` (given, checked).
+        """
+        if indices is not None:
+            assert self.train_graph is not None
+            indices = indices.to(self.train_graph.device)
+            return self.train_graph[indices][:, indices]
         if labels is not None:
             assert self.class_graph is not None
             class_graph = self.class_graph
@@ -205,18 +274,38 @@ class XCLRLoss(Objective):
         return check_graph(graph, n, name=f"graph of the N = {n} samples{where}")
 
     def terms(
-        self, z: torch.Tensor, labels: torch.Tensor | None = None, graph: torch.Tensor | None = None
+        self,
+        z: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        graph: torch.Tensor | None = None,
+        indices: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The loss and its logging terms for ``z`` of shape ``(B, K, D)``, with gradient.
 
-        Exactly one of ``labels`` ``(B,)`` (with a class graph) or ``graph`` ``(B, B)``.
+        Exactly one of ``labels`` ``(B,)`` (with a class graph), ``graph`` ``(B, B)`` or
+        ``indices`` ``(B,)`` (rows of the training split's graph, after :meth:`bind_samples`).
         """
         check_views(z, min_views=self.min_views, name="z")
-        if (labels is None) == (graph is None):
-            got = "not both" if labels is not None else "got neither"
+        given = sum(x is not None for x in (labels, graph, indices))
+        if given != 1:
+            got = {0: "got neither", 2: "not both"}.get(given, "not all three")
             raise ValueError(
-                "X-CLR needs the targets' graph: pass graph= (a (B, B) matrix) or labels= (the "
-                f"(B,) class labels, with a class graph), {got}"
+                "X-CLR needs the targets' graph: pass one of graph= (a (B, B) matrix), labels= "
+                "(the (B,) class labels, with a class graph) or indices= (the (B,) sample indices, "
+                f'with graph = "captions"), {got}'
+            )
+        if indices is not None:
+            if self.train_graph is None:
+                raise ValueError(
+                    'indices need the graph of the training split: graph = "captions" and '
+                    "bind_samples(captions) first (the training loop does it)"
+                )
+            indices = check_labels(indices, self.train_graph.shape[0], name="indices")
+            if indices.shape[0] != z.shape[0]:
+                raise ValueError(f"indices has {indices.shape[0]} entries for the {z.shape[0]} samples of z")
+        elif self.graph_source == "captions" and labels is not None:
+            raise ValueError(
+                'graph = "captions" takes the batch\'s sample indices (indices=), not its labels'
             )
         if labels is not None:
             if self.class_graph is None:
@@ -231,7 +320,9 @@ class XCLRLoss(Objective):
             z = gather_with_grad(z)
             if labels is not None:  # forward only: the labels travel with their samples
                 labels = gather_with_grad(labels.to(z.device))
-        target_graph = self.sample_graph(z.shape[0], labels, graph)
+            if indices is not None:  # so do the sample indices
+                indices = gather_with_grad(indices.to(z.device))
+        target_graph = self.sample_graph(z.shape[0], labels, graph, indices)
         # Softmax over many logits: keep it out of half precision and autocast.
         with full_precision(z):
             v = view_log_probs(z, self.tau)  # NT-Xent's predictions, shared with SimCLRLoss
@@ -251,9 +342,14 @@ class XCLRLoss(Objective):
             }
 
     def forward(
-        self, z: torch.Tensor, labels: torch.Tensor | None = None, *, graph: torch.Tensor | None = None
+        self,
+        z: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        graph: torch.Tensor | None = None,
+        indices: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The X-CLR loss (a scalar) of ``z`` ``(B, K, D)``, given ``labels`` ``(B,)`` or ``graph``."""
-        parts = self.terms(z, labels=labels, graph=graph)
+        """The X-CLR loss (a scalar) of ``z`` ``(B, K, D)``, given ``labels``, ``graph`` or ``indices``."""
+        parts = self.terms(z, labels=labels, graph=graph, indices=indices)
         self._components = {name: value.detach() for name, value in parts.items()}
         return parts["loss"]

@@ -29,6 +29,7 @@ from mmcr.build import (
     Checkpoint,
     Data,
     augment_config,
+    choose_loader,
     load_data,
     load_weights,
     loader_options,
@@ -50,7 +51,7 @@ from mmcr.records import (
 )
 from mmcr.training.paired import pretrain_paired
 from mmcr.training.run_folder import claimed
-from mmcr.training.step import TrainState, build_state, local_batches, train_step
+from mmcr.training.step import TrainState, build_state, local_batches, train_step, uses_sample_indices
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
@@ -110,6 +111,7 @@ def _pretrain(cfg: PretrainConfig, resume: bool, overwrite: bool) -> Path:
             step_augment,
             classes=_class_names(cfg, data),
             num_classes=data.num_classes,
+            captions=_captions(cfg, data) if _graph_of_samples(cfg) else None,
         )
         if getattr(state.objective, "uses_labels", False) and data.stream is not None and cfg.skip_bad_images:
             raise ValueError(
@@ -141,6 +143,33 @@ def _class_names(cfg: PretrainConfig, data: Data) -> list[str] | None:
         return list(data.train.classes)
     names = dataset_info(cfg.dataset).class_names
     return None if names is None else list(names)
+
+
+def _graph_of_samples(cfg: PretrainConfig) -> bool:
+    """Whether the recipe's objective takes sample indices (X-CLR's caption graph)."""
+    from mmcr.build import build_loss
+
+    return uses_sample_indices(build_loss(cfg))
+
+
+def _captions(cfg: PretrainConfig, data: Data) -> list[list[str]]:
+    """The captions of each training image, in ``data.train``'s order (the graph's rows)."""
+    captions = getattr(data.train, "captions", None)
+    if captions is not None and len(captions) == len(data.train):
+        return [list(texts) for texts in captions]
+    if data.stream is not None or data.shards is not None:
+        why = "the training images are streamed from files, which carry no captions"
+    elif cfg.train_split != "train":
+        why = f"train_split {cfg.train_split!r} adds images without captions"
+    elif choose_loader(cfg) == "cache":
+        why = 'loader = "cache" keeps the pixels and labels only; use loader = "memory"'
+    else:
+        why = f"data set {cfg.dataset!r} gives its images without captions"
+    raise ValueError(
+        f'objective {cfg.objective!r} with graph = "captions" needs each training image\'s captions, '
+        f'but {why}. Use an image-text data set read into memory (dataset = "emoji-images"), '
+        'or a class graph (graph = "class-names")'
+    )
 
 
 def _refuse_together(refused: ValueError | None, distributed: bool) -> None:
@@ -193,11 +222,20 @@ def _train(
     timer = _Rate(cfg.batch_size, state.step)
     skipped: set[int] = set()
     batches = _batches(state, data, skipped)
-    # only an objective that uses labels (X-CLR) gets the batch's labels with its views
+    # only an objective that uses labels (X-CLR) gets the batch's labels (or, with a graph of
+    # the samples, their indices) with its views
     uses_labels = getattr(state.objective, "uses_labels", False)
+    by_index = uses_sample_indices(state.objective)
     try:
-        for images, labels in batches:
-            if not uses_labels:
+        for images, labels, indices in batches:
+            if by_index:
+                if indices is None:
+                    raise ValueError(
+                        f"objective {cfg.objective!r} needs the batch's sample indices, which "
+                        "webdataset shards do not give: read the data into memory"
+                    )
+                loss, lr = train_step(state, images.to(device, non_blocking=True), indices=indices)
+            elif not uses_labels:
                 loss, lr = train_step(state, images.to(device, non_blocking=True))
             else:
                 loss, lr = train_step(state, images.to(device, non_blocking=True), labels=labels)
@@ -253,8 +291,9 @@ def _train(
 
 def _batches(
     state: TrainState, data: Data, skipped: set[int]
-) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
-    """This rank's uint8 images and their labels ``(B / W,)`` of each step from ``state.step`` on.
+) -> Generator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], None, None]:
+    """This rank's uint8 images, their labels and their indices ``(B / W,)`` in ``data.train``
+    of each step from ``state.step`` on (indices ``None`` from shards, which have no rows).
 
     In memory: rows of ``data.train.images`` ``(B / W, C, H, W)``. Streamed: DataLoader
     workers read the same rows' files and cut their K crops, ``(B / W, K, C, S, S)``, with
@@ -265,7 +304,7 @@ def _batches(
     cfg, per_epoch = state.cfg, state.schedule.steps_per_epoch
     if data.shards is not None:
         world = mdist.world_size()
-        yield from shard_batches(
+        for images, labels in shard_batches(
             data.shards,
             augment_config(cfg),
             num_views=cfg.num_views,
@@ -277,11 +316,12 @@ def _batches(
             total_steps=state.schedule.total_steps,
             options=loader_options(cfg),
             skipped=skipped,
-        )
+        ):
+            yield images, labels, None
         return
     if data.stream is None:
         for local in local_batches(state, len(data.train)):
-            yield data.train.images[local], data.train.labels[local]
+            yield data.train.images[local], data.train.labels[local], local
         return
 
     def keys() -> Iterator[list[tuple[int, int]]]:
@@ -291,9 +331,10 @@ def _batches(
             step += 1
 
     dataset = CropDataset(data.stream, augment_config(cfg), cfg.num_views, cfg.seed, cfg.skip_bad_images)
-    labels = local_batches(state, len(data.train))
+    rows = local_batches(state, len(data.train))
     for images in stream_batches(make_loader(dataset, keys(), loader_options(cfg)), skipped):
-        yield images, data.train.labels[next(labels)]
+        local = next(rows)
+        yield images, data.train.labels[local], local
 
 
 @contextlib.contextmanager

@@ -82,12 +82,15 @@ def build_state(
     *,
     classes: Sequence[str | None] | None = None,
     num_classes: int | None = None,
+    captions: Sequence[Sequence[str]] | None = None,
 ) -> TrainState:
     """The network, objective, optimiser and (if asked for) momentum copy of a recipe, on ``device``.
 
     An objective that uses labels (``uses_labels``, e.g. X-CLR) receives the training data's
     class names ``classes`` and their count ``num_classes`` here, once
-    (:meth:`~mmcr.objectives.Objective.bind_classes`); the other objectives ignore them.
+    (:meth:`~mmcr.objectives.Objective.bind_classes`); one whose graph is of the samples
+    (``uses_sample_indices``: X-CLR with ``graph = "captions"``) receives the training
+    images' ``captions`` instead (``bind_samples``). The other objectives ignore them.
     """
     network = build_network(cfg, in_channels).to(device)
     if cfg.channels_last:
@@ -106,7 +109,9 @@ def build_state(
             network, device_ids=[device.index] if device.type == "cuda" else None
         )
     objective = build_loss(cfg)
-    if objective.uses_labels:
+    if uses_sample_indices(objective):
+        objective.bind_samples(captions, dataset=cfg.dataset)  # type: ignore[operator]
+    elif objective.uses_labels:
         if num_classes is None:
             raise ValueError(
                 f"objective {cfg.objective!r} uses the labels of the training images: "
@@ -124,6 +129,11 @@ def build_state(
         augment=augment,
         momentum=MomentumEncoder(network) if cfg.momentum_encoder else None,
     )
+
+
+def uses_sample_indices(objective: object) -> bool:
+    """Whether ``objective`` takes each batch's sample indices (rows of its graph of the training split)."""
+    return bool(getattr(objective, "uses_sample_indices", False))
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -178,17 +188,25 @@ def train_step(
     images: torch.Tensor,
     phases: PhaseHook | None = None,
     labels: torch.Tensor | None = None,
+    indices: torch.Tensor | None = None,
 ) -> StepOutput:
     """One optimiser step on this rank's uint8 images ``(B / W, C, H, W)``.
 
     ``labels`` ``(B / W,)`` are the images' classes, which only an objective with
-    ``uses_labels`` receives (with the views, ``objective(z, labels=...)``); for the others
+    ``uses_labels`` receives (with the views, ``objective(z, labels=...)``); ``indices``
+    ``(B / W,)`` are the images' rows in the training split, which an objective with
+    ``uses_sample_indices`` receives instead (``objective(z, indices=...)``); for the others
     they are not used. The objective checks its input is finite; a failure is re-raised
     naming the step.
     """
     cfg = state.cfg
     mark = phases or (lambda phase: None)
-    uses_labels = getattr(state.objective, "uses_labels", False)
+    by_index = uses_sample_indices(state.objective)
+    uses_labels = getattr(state.objective, "uses_labels", False) and not by_index
+    if by_index and indices is None:
+        raise ValueError(
+            f"objective {cfg.objective!r} uses the batch's sample indices: pass train_step(..., indices=...)"
+        )
     if uses_labels and labels is None:
         raise ValueError(
             f"objective {cfg.objective!r} uses the batch's labels: pass train_step(..., labels=...)"
@@ -209,7 +227,10 @@ def train_step(
     z = z.float().reshape(b, k, -1)
     mark("forward")
     try:
-        if uses_labels:
+        if by_index:
+            assert indices is not None
+            loss = state.objective(z, indices=indices.to(z.device, non_blocking=True))
+        elif uses_labels:
             assert labels is not None
             loss = state.objective(z, labels=labels.to(z.device, non_blocking=True))
         elif z_momentum is None:

@@ -17,6 +17,9 @@ name                      format (module)
                           (:mod:`~mmcr.data.readers.synthetic`)
 ``"webdataset"``          tar shards ``root/<split>/*.tar`` of images and ``.cls`` classes
                           (:mod:`~mmcr.data.readers.webdataset`)
+``"emoji-images"``        the labelled emoji glyphs as images (CLDR category), with captions
+                          (:mod:`~mmcr.data.readers.emoji`; ``"emoji"`` itself is paired)
+``"emoji-subcategory"``   the same images labelled by CLDR sub-category
 ========================  ====================================================================
 
 Nothing is ever downloaded. Missing or corrupt data raise ``FileNotFoundError`` or
@@ -31,6 +34,7 @@ outside the package is registered with :func:`~mmcr.data.register_dataset`.
 
 from mmcr.data.readers.cifar import CIFAR10, CIFAR100
 from mmcr.data.readers.digits import DIGITS
+from mmcr.data.readers.emoji import EMOJI_IMAGES, EMOJI_SUBCATEGORY
 from mmcr.data.readers.idx import FASHION_MNIST
 from mmcr.data.readers.imagefolder import IMAGEFOLDER
 from mmcr.data.readers.stl10 import STL10
@@ -40,8 +44,11 @@ from mmcr.data.registry import register_dataset
 
 #: The data sets registered when :mod:`mmcr.data` is imported.
 BUILTIN_DATASETS = (FASHION_MNIST, DIGITS, CIFAR10, CIFAR100, STL10, IMAGEFOLDER, SYNTHETIC, WEBDATASET)
+#: The image-only views of a paired data set (the labelled emoji with their captions),
+#: registered beside them; the paired entries themselves are registered by :mod:`mmcr.data`.
+PAIRED_IMAGE_DATASETS = (EMOJI_IMAGES, EMOJI_SUBCATEGORY)
 
-for _info in BUILTIN_DATASETS:
+for _info in (*BUILTIN_DATASETS, *PAIRED_IMAGE_DATASETS):
     register_dataset(_info)
 
-__all__ = ["BUILTIN_DATASETS"]
+__all__ = ["BUILTIN_DATASETS", "PAIRED_IMAGE_DATASETS"]

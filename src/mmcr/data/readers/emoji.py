@@ -31,6 +31,14 @@ with a fixed seed (:data:`SPLIT_SEED`; the run's seed does not move the test set
 filled into ``test`` (20 % of the data), then ``val`` (10 %), the rest ``train``
 (:func:`~mmcr.data.paired.grouped_split`); ``all`` is every rendered emoji.
 
+Image-only use (``paired = false``): ``dataset = "emoji"`` gives every emoji of a split
+with its category (``-1`` where it has none); ``"emoji-images"`` (category) and
+``"emoji-subcategory"`` give the labelled emoji only (the 7 % without a CLDR label are left
+out, so that the kNN monitor, ``mmcr eval``'s kNN and linear probe and X-CLR's class graph
+see a label on every image), each image with its captions
+(:class:`CaptionedImageDataset`, for X-CLR's ``graph = "captions"``). Their default
+augmentation is the ``"emoji"`` preset (no flips: a mirrored arrow is another emoji).
+
 Rendering takes seconds; the result (uint8 images, captions, labels, groups) is cached in
 one file ``<cache>/emoji/emoji-<key>.pt`` (``<cache>``: ``PairedOptions.cache_dir``, else
 ``$MMCR_CACHE_DIR``, else ``~/.cache/mmcr``), written to a temporary name and renamed
@@ -47,7 +55,8 @@ import json
 import re
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +72,17 @@ from mmcr.records import write_atomic
 __all__ = [
     "DEFAULT_SIZE",
     "EMOJI",
+    "EMOJI_IMAGES",
+    "EMOJI_SUBCATEGORY",
     "SPLIT_FRACTIONS",
     "SPLIT_SEED",
+    "CaptionedImageDataset",
     "base_name",
     "emoji_pairs",
     "find_emoji_files",
     "language_names",
     "load_emoji",
+    "load_emoji_images",
     "load_emoji_pairs",
     "read_annotations",
     "read_labels",
@@ -401,6 +414,60 @@ def load_emoji(request: DatasetRequest) -> ImageDataset:
     return load_emoji_pairs(PairedRequest(request)).image_dataset("category")
 
 
+@dataclass
+class CaptionedImageDataset(ImageDataset):
+    """An :class:`ImageDataset` whose images keep their captions: ``captions[i]`` are image
+    ``i``'s (caption 0 the primary one), kept in step by :meth:`subset`.
+
+    What image-only pretraining of a paired data set reads, so that X-CLR's caption graph
+    (``graph = "captions"``) can name each training image's captions by its row.
+    """
+
+    captions: list[list[str]] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.captions is not None and len(self.captions) != len(self):
+            raise ValueError(
+                f"CaptionedImageDataset has {len(self)} images but {len(self.captions)} caption lists"
+            )
+
+    def subset(self, indices: torch.Tensor | Sequence[int]) -> CaptionedImageDataset:
+        """A new data set holding the images, labels and captions at ``indices``."""
+        base = super().subset(indices)
+        rows = torch.as_tensor(indices, dtype=torch.long).tolist()
+        captions = None if self.captions is None else [list(self.captions[i]) for i in rows]
+        return CaptionedImageDataset(
+            **{f.name: getattr(base, f.name) for f in fields(base)}, captions=captions
+        )
+
+
+def load_emoji_images(request: DatasetRequest, label: str) -> CaptionedImageDataset:
+    """The labelled emoji of one split, labelled by ``label`` (``"category"`` or
+    ``"subcategory"``), with their captions; the emoji without a CLDR label are left out."""
+    pairs = load_emoji_pairs(PairedRequest(request))
+    known = torch.nonzero(pairs.labels[label] >= 0).flatten()
+    pairs = pairs.subset(known)
+    images = pairs.image_dataset(label)
+    return CaptionedImageDataset(
+        images=images.images,
+        labels=images.labels,
+        num_classes=images.num_classes,
+        name=request.info.name,
+        classes=images.classes,
+        sources=images.sources,
+        captions=[list(texts) for texts in pairs.captions],
+    )
+
+
+def _load_emoji_category(request: DatasetRequest) -> ImageDataset:
+    return load_emoji_images(request, "category")
+
+
+def _load_emoji_subcategory(request: DatasetRequest) -> ImageDataset:
+    return load_emoji_images(request, "subcategory")
+
+
 EMOJI = DatasetInfo(
     "emoji",
     3,
@@ -411,6 +478,37 @@ EMOJI = DatasetInfo(
     "fonts-noto-color-emoji and unicode-cldr-core)",
     ("emoji", "common", "cldr/common", "fonts"),
     aliases=("emoji-text", "noto-emoji"),
-    augment="stl10",
+    augment="emoji",
     loader=load_emoji,
+)
+
+_SOURCE = EMOJI.source
+_FOLDERS = EMOJI.folder_names
+_SPLITS = ("train", "val", "test", "all")
+
+#: The labelled emoji as an image data set, labelled by CLDR category (8 classes), with captions.
+EMOJI_IMAGES = DatasetInfo(
+    "emoji-images",
+    3,
+    None,
+    None,
+    _SPLITS,
+    _SOURCE,
+    _FOLDERS,
+    aliases=("emoji-category",),
+    augment="emoji",
+    loader=_load_emoji_category,
+)
+#: The same images labelled by CLDR sub-category (e.g. ``face-smiling``; 80 of them in CLDR 41).
+EMOJI_SUBCATEGORY = DatasetInfo(
+    "emoji-subcategory",
+    3,
+    None,
+    None,
+    _SPLITS,
+    _SOURCE,
+    _FOLDERS,
+    aliases=("emoji-images-subcategory",),
+    augment="emoji",
+    loader=_load_emoji_subcategory,
 )
