@@ -80,6 +80,9 @@ def smoke_params() -> list[Any]:
     for path in RECIPES:
         cfg = build_config(path)
         marks = [pytest.mark.slow] if cfg.encoder.startswith("resnet") else []
+        if cfg.dataset == "webdataset" and cfg.paired:  # shards and CUDA: its own CPU smoke test
+            reason = "smoke-tested on tiny shards by tests/training/test_pretrain_paired_shards.py"
+            marks.append(pytest.mark.skip(reason=reason))
         params.append(pytest.param(path, id=recipe_id(path), marks=marks))
     return params
 

@@ -67,7 +67,7 @@ from mmcr.data.stream.paired_shards import (
     paired_shards,
     shard_captions,
 )
-from mmcr.models import MMCRNetwork, build_projector
+from mmcr.models import MMCRNetwork, build_projector, convert_sync_batchnorm, to_channels_last
 from mmcr.objectives.base import NonFiniteError
 from mmcr.optim import lr_at, set_lr
 from mmcr.records import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, MetricsLog
@@ -260,6 +260,12 @@ class PairedState:
         self.augment = (
             PrecroppedAugment(config) if isinstance(train, PairedShards) else MultiViewAugment(config)
         )
+        if cfg.channels_last:
+            to_channels_last(network.image)
+        if mdist.is_distributed() and cfg.sync_batchnorm and device.type != "cpu":
+            # the batch norms see the global batch (torch's SyncBatchNorm runs on GPUs only)
+            network.image = convert_sync_batchnorm(network.image)  # type: ignore[assignment]
+            network.text_projector = convert_sync_batchnorm(network.text_projector)
         self.optimizer = make_optimizer(cfg, network)
         self.model: nn.Module = network
         if mdist.is_distributed():
@@ -394,6 +400,8 @@ def paired_train_step(state: PairedState, batch: PairedBatch) -> tuple[torch.Ten
     )
     set_lr(state.optimizer, lr)
     x = views.flatten(0, 1).to(state.device, non_blocking=True)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     tokens = batch.texts.to(state.device, non_blocking=True)
     with torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         z_image, z_text = state.model(x, tokens)
