@@ -22,7 +22,7 @@ from PIL import Image
 
 from mmcr.build import Checkpoint
 from mmcr.config import build_config
-from mmcr.data.paired import PairedDataset, load_paired
+from mmcr.data.paired import PairedDataset, PairedOptions, load_paired
 from mmcr.data.readers import webdataset as webdataset_reader
 from mmcr.data.stream.paired_shards import paired_shards, shard_captions, write_paired_shards
 from mmcr.evaluate import EvalOptions, evaluate
@@ -273,3 +273,27 @@ def test_the_cc3m_gpu_recipe_runs_two_cpu_steps_and_eval(
         torch.set_num_threads(threads)
     assert results["retrieval"]["num_images"] == 8
     assert (tmp_path / "cc3m-eval" / "report.md").is_file()
+
+
+def test_eval_reads_classes_as_a_label_kind_and_skips_bad_samples(tmp_path: Path) -> None:
+    root = tmp_path / "labelled"
+    members: list[tuple[str, bytes]] = []
+    for i, (colour, shape) in enumerate(ALL[:6]):
+        members += [
+            (f"s{i}.png", _png(_image(COLOURS[colour], shape))),
+            (f"s{i}.txt", f"a {colour} {shape}\n{shape}, {colour}".encode()),
+            (f"s{i}.cls", str(SHAPES.index(shape)).encode()),
+        ]
+    members += [("broken.png", b"\x89PNG but not really"), ("broken.txt", b"a broken one")]
+    _write_tar(root / "test" / "shard-000000.tar", members)
+    (root / "test" / "classes.json").write_text(json.dumps(list(SHAPES)))
+    with pytest.raises(ValueError, match="broken"):
+        load_paired("webdataset", "test", root, image_size=16)
+    with pytest.warns(UserWarning, match="skipped 1 bad row"):
+        test = load_paired(
+            "webdataset", "test", root, image_size=16, options=PairedOptions(skip_bad_rows=True)
+        )
+    assert len(test) == 6 and len(test.skipped) == 1 and "shard-000000.tar" in test.skipped[0]
+    assert test.captions[1] == ["a red stripe", "stripe, red"]
+    assert test.label_names == {"class": list(SHAPES)}
+    assert test.labels["class"].tolist() == [0, 1, 2, 3, 0, 1]

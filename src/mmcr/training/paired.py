@@ -504,9 +504,9 @@ def _checkpoint(state: PairedState, reason: str) -> Checkpoint:
 def _same_tokenizer(state: PairedState) -> None:
     """Under torchrun: every rank uses rank 0's tokenizer (each trained one on the same captions)."""
     text = state.network.text
-    get, put = getattr(text, "get_extra_state", None), getattr(text, "set_extra_state", None)
-    if not mdist.is_distributed() or not callable(get) or not callable(put):
-        return
+    if not mdist.is_distributed() or not callable(getattr(text, "fit_tokenizer", None)):
+        return  # one process, or a tower without a tokenizer of its own (the locked one)
+    get, put = text.get_extra_state, text.set_extra_state
     import torch.distributed as dist
 
     shared = [get().cpu() if mdist.rank() == 0 else None]
