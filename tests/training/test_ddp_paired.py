@@ -243,3 +243,34 @@ def test_streamed_shards_resume_mid_epoch_bitwise(runs: Path) -> None:
     assert load_checkpoint(stopped / "last.pt")["reason"] == "end"
     assert step_losses(straight) == step_losses(stopped) and len(step_losses(straight)) == 6
     assert_same_weights(stopped, straight, exact=True)
+
+
+def test_torchrun_launch_of_paired_pretraining(tmp_path: Path) -> None:
+    """The real launcher: ``torchrun --standalone --nproc_per_node=2 -m mmcr.cli pretrain``."""
+    import os
+    import subprocess
+    import sys
+
+    data = write_corpus(tmp_path / "corpus")
+    out = tmp_path / "torchrun"
+    flags = {**BASE, "data_dir": str(data), "max_steps": 2, "objective": "clip", "out": str(out)}
+    args: list[str] = []
+    for key, value in flags.items():
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        args += [f"--{key.replace('_', '-')}", text]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "mmcr.cli", "pretrain", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.communicate()
+        pytest.fail("torchrun did not finish within 300 s")
+    assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert "2 process(es)" in stderr and stderr.count("training pairs") == 1  # rank 0 alone reports
+    assert len(step_losses(out)) == 2
+    assert load_checkpoint(out / "last.pt")["step"] == 2

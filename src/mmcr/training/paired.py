@@ -338,7 +338,7 @@ class PairedState:
         return self.tokens[torch.tensor(rows, dtype=torch.long)]
 
     def views(self, images: torch.Tensor) -> torch.Tensor:
-        """The step's float image views ``(b, K_img, C, S, S)`` of this rank's ``images``.
+        """The step's float image views ``(b, K_img, C, S, S)`` of this rank's ``images``, on the device.
 
         In memory the augmentation parameters are drawn for the whole global batch from the
         ``(seed, step)`` generator and each rank applies its rows: a datum's views do not
@@ -346,6 +346,7 @@ class PairedState:
         from the ``(seed, step, rank)`` generator, as the image-only shard path does.
         """
         cfg = self.cfg
+        images = images.to(self.device, non_blocking=True)  # augmented where the towers run
         if isinstance(self.train, PairedShards):
             return self.augment(
                 images, cfg.image_views, generator=step_generator(cfg.seed, self.step, self.rank)
