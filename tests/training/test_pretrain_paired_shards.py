@@ -297,3 +297,20 @@ def test_eval_reads_classes_as_a_label_kind_and_skips_bad_samples(tmp_path: Path
     assert test.captions[1] == ["a red stripe", "stripe, red"]
     assert test.label_names == {"class": list(SHAPES)}
     assert test.labels["class"].tolist() == [0, 1, 2, 3, 0, 1]
+
+
+def test_mmcr_data_pack_writes_paired_shards_from_a_table(tmp_path: Path) -> None:
+    from mmcr.cli import main
+
+    (tmp_path / "images").mkdir()
+    rows = ["filepath\ttitle"]
+    for colour, shape in ALL[:3]:
+        file = f"images/{colour}_{shape}.png"
+        Image.fromarray(_image(COLOURS[colour], shape)).save(tmp_path / file)
+        rows += [f"{file}\ta {colour} {shape}", f'{file}\t"{shape}\nin {colour}"']
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+    dest = tmp_path / "packed" / "train"
+    assert main(["data", "pack", str(tmp_path / "train.tsv"), str(dest), "--no-progress"]) == 0
+    pairs = load_paired("webdataset", "train", tmp_path / "packed", image_size=16)
+    assert len(pairs) == 3  # rows naming the same image: one sample, its captions one per line
+    assert pairs.captions[0] == ["a red square", "square in red"]

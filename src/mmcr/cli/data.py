@@ -13,8 +13,9 @@ Write webdataset tar shards from an image folder or a TSV of captioned images.
 SRC is an image-folder tree (SRC/<split>/<class>/*.jpg, or SRC/<class>/*.jpg): each
 sample is the image file's bytes as <key>.jpg|png|webp and its class index as <key>.cls,
 with the class names in DEST/classes.json. Or SRC is a tab-separated file with a header
-and columns filepath and title (paths relative to the file): each sample is the image
-and its caption as <key>.txt. Shards are DEST/shard-000000.tar, ..., of --shard-size
+and columns filepath and title (paths relative to the file): each sample is an image
+and its captions as <key>.txt, one per line (rows naming the same image make one sample),
+the paired shards that `paired = true` streams. Shards are DEST/shard-000000.tar, ..., of --shard-size
 samples each, every one written to a temporary name and renamed when complete.
 """
 

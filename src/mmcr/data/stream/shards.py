@@ -2,8 +2,9 @@
 
 A shard is a tar file of samples, each a group of members sharing a key: ``<key>.jpg``
 (or ``.png``, ``.webp``: the original file's bytes), ``<key>.cls`` (the class index, as
-text) for an image folder, ``<key>.txt`` (the caption) for a TSV. :func:`pack_shards`
-writes them (each to a temporary name, then renamed) with ``classes.json`` beside them.
+text) for an image folder, ``<key>.txt`` (the image's captions, one per line) for a TSV.
+:func:`pack_shards` writes them (each to a temporary name, then renamed) with
+``classes.json`` beside them.
 
 :class:`ShardStream` reads them with the ``webdataset`` library (the optional extra
 ``mmcr[webdataset]``). An epoch's shard order is a permutation seeded by ``(seed,
@@ -48,6 +49,7 @@ __all__ = [
     "shard_starts",
     "tsv_rows",
 ]
+
 
 def shard_files(source: str | Path) -> list[Path]:
     """The shards of ``source``: a ``.tar`` file, or the sorted ``*.tar`` files of a folder."""
@@ -279,8 +281,18 @@ def folder_samples(index: FileIndex) -> list[tuple[Path, dict[str, bytes]]]:
 
 
 def caption_samples(rows: list[tuple[Path, str]]) -> list[tuple[Path, dict[str, bytes]]]:
-    """The samples of TSV rows: each image with its ``.txt`` caption."""
-    for path, _ in rows:
-        if not os.path.isfile(path):
+    """The samples of TSV rows: each image once, with its caption(s) in ``.txt``, one per line.
+
+    Rows naming the same image make one sample whose captions are in row order (a
+    COCO-style table); a line break inside a caption becomes a space, so that each line of
+    the ``.txt`` is one caption, as the paired shard reader reads it.
+    """
+    grouped: dict[Path, list[str]] = {}
+    for path, caption in rows:
+        if path not in grouped and not os.path.isfile(path):
             raise FileNotFoundError(f"image {path} named in the TSV does not exist")
-    return [(path, {"txt": caption.encode("utf-8")}) for path, caption in rows]
+        text = " ".join(caption.splitlines()).strip()
+        if not text:
+            raise ValueError(f"the TSV gives image {path} an empty caption")
+        grouped.setdefault(path, []).append(text)
+    return [(path, {"txt": "\n".join(captions).encode("utf-8")}) for path, captions in grouped.items()]
