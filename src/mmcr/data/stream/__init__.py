@@ -14,6 +14,9 @@
   :mod:`~mmcr.data.stream.shard_index`: :func:`shard_index`, the cached index of a split's
   shards; :mod:`~mmcr.data.stream.shard_loader`: :func:`shard_batches`, pretraining
   batches streamed from a :class:`ShardSplit`.
+- :mod:`~mmcr.data.stream.paired_shards`: paired image-text shards (``<key>.txt``
+  captions, one per line): :class:`PairedShards`, :func:`paired_shard_batches` (the same
+  machinery, with each sample's captions) and :func:`write_paired_shards`.
 """
 
 from mmcr.data.stream.cache import cache_entry, decoded_cache, read_entry
@@ -37,6 +40,7 @@ from mmcr.data.stream.loader import (
     make_loader,
     stream_batches,
 )
+from mmcr.data.stream.paired_shards import PairedShards, paired_shard_batches, write_paired_shards
 from mmcr.data.stream.shard_index import shard_index
 from mmcr.data.stream.shard_loader import ShardSplit, shard_batches
 from mmcr.data.stream.shards import ShardStream, pack_shards
@@ -51,6 +55,7 @@ __all__ = [
     "CropDataset",
     "FileIndex",
     "LoaderOptions",
+    "PairedShards",
     "PrecroppedAugment",
     "ShardSplit",
     "ShardStream",
@@ -67,9 +72,11 @@ __all__ = [
     "folder_index",
     "make_loader",
     "pack_shards",
+    "paired_shard_batches",
     "read_entry",
     "shard_batches",
     "shard_index",
     "stream_batches",
     "write_atomic",
+    "write_paired_shards",
 ]
