@@ -12,7 +12,9 @@ objective alone:
 - ``xclr_names``: X-CLR with the class-name graph of the 8 category names (each in the prompt
   "an emoji of {}"), which sees the category labels, the evaluation's own classes;
 - ``simclr``: SimCLR at temperature 0.1, the "no graph" control (X-CLR's limit with the
-  identity graph at ``tau = 0.1``).
+  identity graph at ``tau = 0.1``);
+- ``random_init``: the same network untrained (``mmcr eval --random-init``, seeded like a
+  run), the floor the training adds to.
 
 Each run is a :class:`mmcr.experiments.runner.Run` under ``--work`` (a finished run, its
 ``summary.json`` present, is skipped; an interrupted one resumes from its checkpoint), trained
@@ -60,18 +62,21 @@ METHODS: dict[str, dict[str, Any]] = {
         "objective_args": {"graph": "class-names", "template": "an emoji of {}"},
     },
     "simclr": {"objective": "simclr", "objective_args": {"temperature": 0.1}},
+    "random_init": {},
 }
 LABELS = {
     "mmcr": "MMCR",
     "xclr_captions": "X-CLR, caption graph",
     "xclr_names": "X-CLR, category-name graph",
     "simclr": "SimCLR (tau 0.1, no graph)",
+    "random_init": "untrained network",
 }
 SEES = {
     "mmcr": "images",
     "xclr_captions": "images + captions",
     "xclr_names": "images + category labels and names",
     "simclr": "images",
+    "random_init": "nothing",
 }
 
 
@@ -87,6 +92,20 @@ def plan(method: str, lr: float, seed: int, work: Path) -> Any:
     name = run_name(method, lr, seed)
     overrides = {**METHODS[method], "lr": lr, "seed": seed, "out": str(work / name), "progress": False}
     return Run(name, build_config(str(CONFIG), overrides), marker=MARKER)
+
+
+def evaluate_untrained(cfg: Any, dataset: str, out: Path) -> dict[str, Any]:
+    """``mmcr eval --random-init`` of the recipe ``cfg`` on ``dataset`` (its label kind)."""
+    from mmcr.evaluate import EvalOptions, evaluate
+
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = out / "recipe.yaml"  # JSON, which YAML reads
+    recipe.write_text(json.dumps({**cfg.to_dict(), "dataset": dataset}))
+    geometry = 4096 if dataset == KINDS["category"] else 128
+    options = EvalOptions(
+        config=str(recipe), random_init=True, out=str(out), report=False, geometry_images=geometry
+    )
+    return evaluate(options)
 
 
 def evaluate_as(checkpoint: Path, dataset: str, out: Path) -> dict[str, Any]:
@@ -122,17 +141,22 @@ def one(method: str, lr: float, seed: int, work: Path) -> None:
     if run.result() is not None:
         return
     start = time.perf_counter()
-    checkpoint = run.train()
+    untrained = method == "random_init"
+    checkpoint = None if untrained else run.train()
     train_seconds = time.perf_counter() - start
     record: dict[str, Any] = {
         "method": method,
         "lr": lr,
         "seed": seed,
         "train_seconds": train_seconds,
-        "steps": run.last_metrics()[0].get("step"),
+        "steps": 0 if untrained else run.last_metrics()[0].get("step"),
     }
     for kind, dataset in KINDS.items():
-        results = evaluate_as(checkpoint, dataset, run.dir / f"eval_{kind}")
+        out = run.dir / f"eval_{kind}"
+        if checkpoint is None:
+            results = evaluate_untrained(run.cfg, dataset, out)
+        else:
+            results = evaluate_as(checkpoint, dataset, out)
         record[kind] = {
             "knn_test": results["knn"]["test_accuracy"],
             "knn_val": results["knn"]["val_accuracy"],
@@ -151,8 +175,12 @@ def launch(jobs: list[tuple[str, float, int]], work: Path, parallel: int) -> Non
     def go(job: tuple[str, float, int]) -> tuple[str, int, float]:
         method, lr, seed = job
         name = run_name(method, lr, seed)
-        if plan(method, lr, seed, work).result() is not None:
+        run = plan(method, lr, seed, work)
+        if run.result() is not None:
             return name, 0, 0.0
+        if run.in_use():  # another process trains it now
+            print(f"{name}: in use by another process, not started", flush=True)
+            return name, 1, 0.0
         (work / name).mkdir(parents=True, exist_ok=True)
         command = [sys.executable, __file__, "--one", method, str(lr), str(seed), "--work", str(work)]
         start = time.perf_counter()
@@ -279,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         lr, lr_scores = choose_lr(finished(work), lrs)
         print(f"lr check (mean validation kNN accuracy): {lr_scores}; chosen lr {lr:g}")
     if not args.report_only and args.phase in ("main", "extra"):
-        default = "mmcr,xclr_captions" if args.phase == "main" else "xclr_names,simclr"
+        default = "mmcr,xclr_captions" if args.phase == "main" else "xclr_names,simclr,random_init"
         methods = (args.methods or default).split(",")
         launch([(m, lr, s) for s in seeds for m in methods], work, args.jobs)
     if lr_scores is None:
