@@ -354,6 +354,8 @@ def _run_all(schedule: _Schedule, options: ImageTextOptions, t0: float) -> None:
     release()
     if options.report_only:
         return
+    order = list(options.batch_sizes)
+    queue.sort(key=lambda j: (order.index(j.batch_size), j.seed == options.seeds[0], j.method))
     done = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:
         running: dict[concurrent.futures.Future[dict[str, Any] | None], Job] = {}
@@ -369,8 +371,9 @@ def _run_all(schedule: _Schedule, options: ImageTextOptions, t0: float) -> None:
                 done += 1
                 print(_progress(job, summary, done, t0), flush=True)
             release()
-            # a group's finals go before the remaining searches: results come in seed by seed
-            queue.sort(key=lambda j: (j.seed == options.seeds[0], j.method, j.batch_size))
+            # batch sizes in the order given (an unfinished study covers every method at the first
+            # ones), and within one, a group's finals before the remaining searches
+            queue.sort(key=lambda j: (order.index(j.batch_size), j.seed == options.seeds[0], j.method))
 
 
 # ----------------------------------------------------------------------------- the report
@@ -401,7 +404,7 @@ def aggregate(schedule: _Schedule, options: ImageTextOptions) -> dict[str, Any]:
     """results.json's contents: per (method, B) the chosen lr, the search and the seeds' scores."""
     rows: list[dict[str, Any]] = []
     for method in options.methods:
-        for b in options.batch_sizes:
+        for b in sorted(options.batch_sizes):
             group = (method, b)
             search = {
                 f"{j.lr:g}": (selection_score(s) if (s := schedule.results.get(j.name)) is not None else None)
@@ -436,7 +439,7 @@ def _cell(row: Mapping[str, Any], key: str, scale: float = 100.0, digits: int = 
 
 def render_table(results: Mapping[str, Any], options: ImageTextOptions) -> str:
     rows = results["rows"]
-    bs = list(options.batch_sizes)
+    bs = sorted(options.batch_sizes)
     lines = []
     tables = [
         ("retrieval_image_to_text_recall@1", "Image-to-text recall@1 (%), test, 1:1 protocol"),
@@ -484,14 +487,21 @@ def plot_recall(results: Mapping[str, Any], options: ImageTextOptions, path: Pat
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, d in zip(axes, DIRECTIONS, strict=True):
         for m in options.methods:
-            rows = [r for r in results["rows"] if r["method"] == m]
             key = f"retrieval_{d}_recall@1"
-            xs = [r["batch_size"] for r in rows if r.get(key) and r[key]["mean"] == r[key]["mean"]]
-            ys = [100 * r[key]["mean"] for r in rows if r["batch_size"] in xs]
-            es = [100 * r[key]["std"] for r in rows if r["batch_size"] in xs]
+            rows = sorted(
+                (
+                    r
+                    for r in results["rows"]
+                    if r["method"] == m and r.get(key) and r[key]["mean"] == r[key]["mean"]
+                ),
+                key=lambda r: r["batch_size"],
+            )
+            xs = [r["batch_size"] for r in rows]
+            ys = [100 * r[key]["mean"] for r in rows]
+            es = [100 * r[key]["std"] for r in rows]
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=METHODS[m][0])
         ax.set_xscale("log", base=2)
-        ax.set_xticks(list(options.batch_sizes), [str(b) for b in options.batch_sizes])
+        ax.set_xticks(sorted(options.batch_sizes), [str(b) for b in sorted(options.batch_sizes)])
         ax.set_xlabel("batch size B (same epochs: same pairs seen)")
         ax.set_title(d.replace("_", " ") + ", test, 1:1")
         ax.grid(alpha=0.3)
@@ -570,7 +580,7 @@ def _r1(metrics: Mapping[str, Any]) -> float | None:
 
 
 def render_timing(timing: Mapping[str, Any], options: ImageTextOptions) -> str:
-    bs = list(options.batch_sizes)
+    bs = sorted(options.batch_sizes)
     lines = [
         f"**Step time (ms) and the loss's share of it**, {timing['threads']} threads, median of "
         f"{options.timing_steps} steps",
