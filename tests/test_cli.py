@@ -91,10 +91,33 @@ def test_weights_that_do_not_fit_their_configuration(
     from mmcr.training import pretrain
 
     overrides = {"dataset": "digits", "encoder_width": 4, "projector_hidden": [16], "projector_dim": 8}
-    cfg = build_config(None, {**overrides, "batch_size": 64, "max_steps": 1, "eval_every": 0,
-                              "progress": False, "monitor_size": 64, "out": str(tmp_path / "run")})
+    cfg = build_config(
+        None,
+        {
+            **overrides,
+            "batch_size": 64,
+            "max_steps": 1,
+            "eval_every": 0,
+            "progress": False,
+            "monitor_size": 64,
+            "out": str(tmp_path / "run"),
+        },
+    )
     checkpoint = Checkpoint.load(pretrain(cfg))
     checkpoint.config["projector_dim"] = 16
     checkpoint.save(tmp_path / "mismatch.pt")
     assert main(["eval", str(tmp_path / "mismatch.pt"), "--no-probe"]) == 2
     assert "do not fit the network its configuration builds" in capsys.readouterr().err
+
+
+def test_eval_line_names_what_was_measured() -> None:
+    from mmcr.cli import _eval_line
+
+    recall = {"image_to_text": {"recall@1": 0.125}, "text_to_image": {"recall@1": 0.25}}
+    # paired data without labels: retrieval only, no kNN section to read
+    assert _eval_line({"mode": "trained", "retrieval": recall}) == (
+        "trained: recall@1 image-to-text 12.50 %, text-to-image 25.00 %"
+    )
+    image = {"mode": "trained", "knn": {"test_accuracy": 0.5}, "linear_probe": {"test_accuracy": 0.75}}
+    assert _eval_line(image) == "trained: kNN test accuracy 50.00 %, linear-probe test accuracy 75.00 %"
+    assert _eval_line({"mode": "trained"}) == "trained: no scores (see eval.json)"

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 DESCRIPTION = """\
 Maximum Manifold Capacity Representations (MMCR): pretrain image encoders with the MMCR
@@ -85,11 +86,24 @@ def _eval(args: argparse.Namespace) -> int:
             probe_max_iter=args.probe_max_iter,
         )
     )
-    line = f"{results['mode']}: kNN test accuracy {100 * results['knn']['test_accuracy']:.2f} %"
-    if "linear_probe" in results:
-        line += f", linear-probe test accuracy {100 * results['linear_probe']['test_accuracy']:.2f} %"
-    print(line)
+    print(_eval_line(results))
     return 0
+
+
+def _eval_line(results: dict[str, Any]) -> str:
+    """The one-line summary of an evaluation: what it measured (paired data may have no labels)."""
+    parts = []
+    if "retrieval" in results:
+        r = results["retrieval"]
+        parts.append(
+            f"recall@1 image-to-text {100 * r['image_to_text']['recall@1']:.2f} %, "
+            f"text-to-image {100 * r['text_to_image']['recall@1']:.2f} %"
+        )
+    if "knn" in results:
+        parts.append(f"kNN test accuracy {100 * results['knn']['test_accuracy']:.2f} %")
+    if "linear_probe" in results:
+        parts.append(f"linear-probe test accuracy {100 * results['linear_probe']['test_accuracy']:.2f} %")
+    return f"{results['mode']}: " + (", ".join(parts) or "no scores (see eval.json)")
 
 
 def _add_eval(sub: argparse._SubParsersAction, full: bool) -> None:
