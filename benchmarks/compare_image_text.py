@@ -16,6 +16,7 @@ machine that is about 1.4x the throughput of one 2-thread process).
     python benchmarks/compare_image_text.py                  # the whole study
     python benchmarks/compare_image_text.py --dry-run        # the plan
     python benchmarks/compare_image_text.py --report-only    # tables from the runs finished so far
+    python benchmarks/compare_image_text.py --timing-only    # the same, and the step-time table
     python benchmarks/compare_image_text.py --methods mmcr,clip --batch-sizes 64 --seeds 0 --lrs 2e-3
 """
 
@@ -61,6 +62,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--parallel", type=int, default=2, help="training processes at once")
     p.add_argument("--threads", type=int, default=1, help="torch threads per training process")
     p.add_argument("--no-timing", action="store_true", help="skip the step-time and retrieval timing")
+    p.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="report the finished runs, train nothing, measure the timing",
+    )
     p.add_argument("--timing-threads", type=int, default=2, help="torch threads of the timing")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--report-only", action="store_true", help="report the finished runs; train nothing")
@@ -87,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs,
         parallel=args.parallel,
         threads=args.threads,
-        report_only=args.report_only,
+        report_only=args.report_only or args.timing_only,
         dry_run=args.dry_run,
         timing=not args.no_timing,
+        timing_only=args.timing_only,
         timing_threads=args.timing_threads,
     )
     run_image_text(options)

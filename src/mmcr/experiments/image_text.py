@@ -28,7 +28,8 @@ Protocol (:func:`run_image_text`):
    multi-caption), zero-shot classification, the image tower's kNN on the labels.
 4. results.json, table.md, and ``recall_vs_batch.png`` (recall@1 against B, both
    directions, mean and standard deviation over seeds) in ``out``.
-5. Timing (``timing = True``): the step time of each objective at each B and the share of
+5. Timing (``timing = True``; ``timing_only`` reports the finished runs and measures this
+   alone): the step time of each objective at each B and the share of
    it spent in the loss (the objective's forward and backward on embeddings of the step's
    shape), and the time of a 10k x 10k retrieval evaluation. These run after the training,
    in this process, with ``timing_threads`` threads.
@@ -109,6 +110,7 @@ class ImageTextOptions:
     report_only: bool = False
     dry_run: bool = False
     timing: bool = True
+    timing_only: bool = False  # report the finished runs (train nothing) and measure the timing
     timing_threads: int = 2
     timing_steps: int = 8
     retrieval_n: int = 10_000
@@ -639,7 +641,7 @@ def run_image_text(options: ImageTextOptions) -> dict[str, Any]:
     results["seeds"] = list(options.seeds)
     out = Path(options.out)
     table = render_table(results, options)
-    if options.timing and not options.report_only:
+    if options.timing and (options.timing_only or not options.report_only):
         results["timing"] = measure_timing(options, base)
     elif (out / "results.json").exists() and "timing" in (old := read_json(out / "results.json")):
         results["timing"] = old["timing"]  # a report-only pass keeps the last measured timing
