@@ -49,7 +49,7 @@ class PretrainConfig:
     crop_size: int | None = None  # crop size of the views (None: the preset's)
     crop_scale: list[float] | None = None  # random-resized-crop area range [min, max] (None: the preset's)
     num_views: int = 2  # K, views per image
-    # paired image-text data (dataset emoji or csv; see mmcr.training.paired)
+    # paired image-text data (dataset emoji, csv or webdataset; see mmcr.training.paired)
     paired: bool = False  # pretrain an image tower and a text tower on image-caption pairs
     image_views: int = 1  # paired: K_img, augmented image views per datum
     text_views: int = 1  # paired: K_txt, captions sampled per datum per step (seeded)

@@ -16,7 +16,8 @@ name                      format (module)
 ``"synthetic"``           random class-structured images for smoke tests
                           (:mod:`~mmcr.data.readers.synthetic`)
 ``"webdataset"``          tar shards ``root/<split>/*.tar`` of images and ``.cls`` classes
-                          (:mod:`~mmcr.data.readers.webdataset`)
+                          (:mod:`~mmcr.data.readers.webdataset`); with ``paired = true``,
+                          images and ``.txt`` captions (:mod:`mmcr.data.paired`)
 ``"emoji-images"``        the labelled emoji glyphs as images (CLDR category), with captions
                           (:mod:`~mmcr.data.readers.emoji`; ``"emoji"`` itself is paired)
 ``"emoji-subcategory"``   the same images labelled by CLDR sub-category
