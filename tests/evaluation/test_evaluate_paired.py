@@ -11,32 +11,24 @@ from mmcr.config import build_config
 from mmcr.evaluate import EvalOptions, evaluate
 from mmcr.training import pretrain
 
+try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
+    from paired_helpers import TINY_EMOJI_TOWERS, require_emoji
+except ImportError:  # pragma: no cover - layout with tests/__init__.py
+    from tests.paired_helpers import TINY_EMOJI_TOWERS, require_emoji  # type: ignore[no-redef]
+
 pytest.importorskip("tokenizers")
 
 
 @pytest.fixture(scope="module")
 def emoji_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    try:
-        from mmcr.data.paired import load_paired
-
-        load_paired("emoji", "test", image_size=16)
-    except FileNotFoundError as exc:  # the font or CLDR is not installed here
-        pytest.skip(f"emoji data not installed: {exc}")
+    require_emoji()
     out = tmp_path_factory.mktemp("emoji") / "run"
     cfg = build_config(
         None,
         {
             "dataset": "emoji",
             "paired": True,
-            "image_size": 16,
-            "encoder_width": 8,
-            "projector_hidden": [32],
-            "projector_dim": 16,
-            "text_width": 16,
-            "text_layers": 1,
-            "text_heads": 2,
-            "text_context_length": 12,
-            "text_vocab_size": 400,
+            **TINY_EMOJI_TOWERS,
             "batch_size": 32,
             "max_steps": 2,
             "progress": False,

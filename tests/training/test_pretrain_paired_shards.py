@@ -29,6 +29,11 @@ from mmcr.evaluate import EvalOptions, evaluate
 from mmcr.training import paired as paired_module
 from mmcr.training import pretrain
 
+try:  # tests/ is on sys.path when it has no __init__.py (pytest's rootdir-based import)
+    from paired_helpers import shape_image, step_losses, tiny_paired_recipe
+except ImportError:  # pragma: no cover - layout with tests/__init__.py
+    from tests.paired_helpers import shape_image, step_losses, tiny_paired_recipe  # type: ignore[no-redef]
+
 pytest.importorskip("tokenizers")
 pytest.importorskip("webdataset")
 
@@ -44,21 +49,8 @@ COLOURS = {
 SHAPES = ("square", "stripe", "dot", "frame")
 
 
-def _image(colour: tuple[int, int, int], shape: str) -> np.ndarray:
-    pixels = np.full((20, 20, 3), 255, dtype=np.uint8)
-    if shape == "square":
-        pixels[4:16, 4:16] = colour
-    elif shape == "stripe":
-        pixels[8:12, :] = colour
-    elif shape == "dot":
-        pixels[8:12, 8:12] = colour
-    else:
-        pixels[:3], pixels[-3:], pixels[:, :3], pixels[:, -3:] = colour, colour, colour, colour
-    return pixels
-
-
 def _pairs(rows: list[tuple[str, str]]) -> PairedDataset:
-    images = torch.from_numpy(np.stack([_image(COLOURS[c], s) for c, s in rows])).permute(0, 3, 1, 2)
+    images = torch.from_numpy(np.stack([shape_image(COLOURS[c], s) for c, s in rows])).permute(0, 3, 1, 2)
     captions = [[f"a {c} {s}", f"{s} in {c}"] for c, s in rows]
     return PairedDataset(
         images=images.contiguous(), captions=captions, name="shapes", keys=[f"{c}-{s}" for c, s in rows]
@@ -78,38 +70,8 @@ def shards(tmp_path: Path) -> Path:
 
 
 def _cfg(data: Path, out: Path, **overrides: Any):  # type: ignore[no-untyped-def]
-    values: dict[str, Any] = {
-        "dataset": "webdataset",
-        "data_dir": str(data),
-        "cache_dir": str(out.parent / "cache"),
-        "paired": True,
-        "image_size": 16,
-        "encoder": "convnet",
-        "encoder_width": 8,
-        "projector_hidden": [32],
-        "projector_dim": 16,
-        "text_width": 16,
-        "text_layers": 1,
-        "text_heads": 2,
-        "text_context_length": 8,
-        "text_vocab_size": 300,
-        "batch_size": 4,
-        "epochs": 2,
-        "max_steps": 2,
-        "num_workers": 0,
-        "log_every": 1,
-        "progress": False,
-        "threads": 1,
-        "seed": 3,
-        "out": str(out),
-    }
-    values.update(overrides)
-    return build_config(None, values)
-
-
-def _losses(out: Path) -> dict[int, float]:
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    return {r["step"]: r["loss"] for r in map(json.loads, lines) if r.get("kind") == "step"}
+    values = {"cache_dir": str(out.parent / "cache"), "epochs": 2, "num_workers": 0, **overrides}
+    return build_config(None, tiny_paired_recipe("webdataset", data, out, **values))
 
 
 @pytest.mark.parametrize(("objective", "workers"), [("mmcr", 0), ("clip", 1)])
@@ -119,7 +81,7 @@ def test_two_streamed_steps_then_eval(shards: Path, tmp_path: Path, objective: s
     path = pretrain(cfg)
     checkpoint = Checkpoint.load(path)
     assert checkpoint.step == 2 and checkpoint.reason == "end" and checkpoint.in_channels == 3
-    losses = _losses(out)
+    losses = step_losses(out)
     assert sorted(losses) == [1, 2] and all(math.isfinite(v) for v in losses.values())
     results = evaluate(EvalOptions(checkpoint=str(path), out=str(tmp_path / f"eval-{objective}")))
     retrieval = results["retrieval"]
@@ -154,7 +116,7 @@ def test_a_run_interrupted_mid_epoch_resumes_exactly(
     assert a.step == b.step == 8
     for key, value in a.model.items():
         assert torch.equal(value, b.model[key]), key
-    assert _losses(tmp_path / "straight") == _losses(tmp_path / "parts")
+    assert step_losses(tmp_path / "straight") == step_losses(tmp_path / "parts")
 
 
 def test_captions_are_one_per_line_and_the_tokenizer_reads_the_first(shards: Path) -> None:
@@ -206,8 +168,11 @@ def test_bad_samples_name_shard_and_key_or_are_skipped(
     # a sixth shard of 4: three good samples and one bad one, 24 in all (6 steps of 4 read them all)
     members: list[tuple[str, bytes]] = []
     for i, (colour, shape) in enumerate(ALL[20:23]):
-        members += [(f"good{i}.png", _png(_image(COLOURS[colour], shape))), (f"good{i}.txt", b"a good one")]
-    sample = {"png": _png(_image(COLOURS["red"], "dot")), "txt": b"a red dot", **bad}
+        members += [
+            (f"good{i}.png", _png(shape_image(COLOURS[colour], shape))),
+            (f"good{i}.txt", b"a good one"),
+        ]
+    sample = {"png": _png(shape_image(COLOURS["red"], "dot")), "txt": b"a red dot", **bad}
     members += [(f"bad-key.{suffix}", data) for suffix, data in sample.items()]
     _write_tar(root / "train" / "shard-000005.tar", members)
     with pytest.raises(ValueError, match=message) as caught:
@@ -280,7 +245,7 @@ def test_eval_reads_classes_as_a_label_kind_and_skips_bad_samples(tmp_path: Path
     members: list[tuple[str, bytes]] = []
     for i, (colour, shape) in enumerate(ALL[:6]):
         members += [
-            (f"s{i}.png", _png(_image(COLOURS[colour], shape))),
+            (f"s{i}.png", _png(shape_image(COLOURS[colour], shape))),
             (f"s{i}.txt", f"a {colour} {shape}\n{shape}, {colour}".encode()),
             (f"s{i}.cls", str(SHAPES.index(shape)).encode()),
         ]
@@ -306,7 +271,7 @@ def test_mmcr_data_pack_writes_paired_shards_from_a_table(tmp_path: Path) -> Non
     rows = ["filepath\ttitle"]
     for colour, shape in ALL[:3]:
         file = f"images/{colour}_{shape}.png"
-        Image.fromarray(_image(COLOURS[colour], shape)).save(tmp_path / file)
+        Image.fromarray(shape_image(COLOURS[colour], shape)).save(tmp_path / file)
         rows += [f"{file}\ta {colour} {shape}", f'{file}\t"{shape}\nin {colour}"']
     (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
     dest = tmp_path / "packed" / "train"
