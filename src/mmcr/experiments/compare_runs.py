@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import os
-import subprocess
 import sys
 import time
 import traceback
@@ -26,7 +24,7 @@ import torch
 from mmcr.config import build_config
 from mmcr.evaluate import EvalOptions, evaluate
 from mmcr.experiments.compare_plan import JOB_LOG, SPEC_NAME, SUMMARY_NAME, CompareOptions, Job
-from mmcr.experiments.runner import Run
+from mmcr.experiments.runner import Run, run_worker
 from mmcr.records import read_json, write_json
 
 __all__ = ["run_job", "run_jobs"]
@@ -138,18 +136,8 @@ def _launch(job: Job, options: CompareOptions) -> dict[str, Any] | None:
                 except Exception:  # a failed run is reported; the comparison goes on
                     traceback.print_exc()
                     return None
-    threads = str(options.threads)
-    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    with (job.run_dir / JOB_LOG).open("a") as log:
-        proc = subprocess.run(
-            [sys.executable, "-m", "mmcr.experiments.compare_runs", "--worker", str(spec_file)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            check=False,
-        )
-    result = job.run.result()
-    return result if proc.returncode == 0 else None
+    status = run_worker("mmcr.experiments.compare_runs", spec_file, job.run_dir / JOB_LOG, options.threads)
+    return job.run.result() if status == 0 else None
 
 
 def _progress_line(job: Job, s: dict[str, Any] | None, done: int, total: int, t0: float) -> str:

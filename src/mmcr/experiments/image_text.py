@@ -47,7 +47,6 @@ import concurrent.futures
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -59,7 +58,7 @@ from typing import Any
 import torch
 
 from mmcr.config import build_config, load_recipe
-from mmcr.experiments.runner import Run
+from mmcr.experiments.runner import Run, run_worker
 from mmcr.records import read_json, write_json, write_text
 
 __all__ = [
@@ -255,17 +254,8 @@ def _launch(job: Job, options: ImageTextOptions) -> dict[str, Any] | None:
     write_json(
         spec_file, {"method": job.method, "run_dir": str(job.run_dir), "overrides": dict(job.overrides)}
     )
-    threads = str(options.threads)
-    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    with (job.run_dir / JOB_LOG).open("a") as log:
-        proc = subprocess.run(
-            [sys.executable, "-m", "mmcr.experiments.image_text", "--worker", str(spec_file)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            check=False,
-        )
-    return job.run.result() if proc.returncode == 0 else None
+    status = run_worker("mmcr.experiments.image_text", spec_file, job.run_dir / JOB_LOG, options.threads)
+    return job.run.result() if status == 0 else None
 
 
 # ----------------------------------------------------------------------------- the schedule

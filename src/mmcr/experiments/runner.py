@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,7 @@ from mmcr.records import (
 )
 from mmcr.training import pretrain
 
-__all__ = ["DONE_NAME", "RUNS_DIR", "TRAIN_LOG", "Run", "run_dir"]
+__all__ = ["DONE_NAME", "RUNS_DIR", "TRAIN_LOG", "Run", "run_dir", "run_worker"]
 
 #: The folder of a sweep directory that holds its runs.
 RUNS_DIR = "runs"
@@ -159,3 +161,21 @@ class Run:
     def last_metrics(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The last step record and the last epoch (validation monitor) record."""
         return last_records(self.dir / METRICS_NAME)
+
+
+def run_worker(module: str, spec_file: Path, log_path: Path, threads: int) -> int:
+    """Run ``python -m MODULE --worker SPEC`` with ``threads`` torch threads; its exit status.
+
+    The studies that train several runs at once (the objective and image-text comparisons)
+    start each job so; its whole output is appended to ``log_path``.
+    """
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with log_path.open("a") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", module, "--worker", str(spec_file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            check=False,
+        )
+    return proc.returncode
