@@ -379,6 +379,45 @@ def _paired_image_probe(
     return section
 
 
+def _paired_image_probes(
+    splits: dict[str, Any],
+    kinds: list[str],
+    encoder: torch.nn.Module,
+    aug: Any,
+    device: torch.device,
+    options: EvalOptions,
+) -> dict[str, Any]:
+    """The image tower's kNN and probe on every label kind that train, val and test all have.
+
+    Empty when no kind qualifies; else ``image_probes`` per kind, and the first kind's
+    ``knn`` (and ``linear_probe``) where the image-only report reads them.
+    """
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    if train is None or val is None:
+        return {}
+    probe_kinds = [k for k in kinds if k in train.labels and k in val.labels]
+    if not probe_kinds:
+        return {}
+    parts = {"train": train, "val": val, "test": test}
+    with torch.no_grad():
+        features = {
+            name: batched_apply(encoder, split.images, aug, device=device) for name, split in parts.items()
+        }
+    section: dict[str, Any] = {
+        "feature_dim": int(features["test"].shape[1]),
+        "num_train": len(train),
+        "num_val": len(val),
+        "image_probes": {kind: _paired_image_probe(parts, features, kind, options) for kind in probe_kinds},
+        "probe_label": probe_kinds[0],
+        "feature_effective_rank": effective_rank(features["test"][:4096]),
+    }
+    first = section["image_probes"][probe_kinds[0]]
+    section["knn"] = first["knn"]
+    if "linear_probe" in first:
+        section["linear_probe"] = first["linear_probe"]
+    return section
+
+
 def evaluate_paired(
     cfg: PretrainConfig,
     checkpoint: Checkpoint,
@@ -450,29 +489,7 @@ def evaluate_paired(
     kinds = [kind for kind in test.labels if kind in test.label_names]
     if kinds:
         results["zero_shot"] = _paired_zero_shot(test, kinds, z_images, encode)
-    train, val = splits["train"], splits["val"]
-    probe_kinds = [
-        k for k in kinds if train is not None and val is not None and k in train.labels and k in val.labels
-    ]
-    if probe_kinds:
-        assert train is not None and val is not None
-        with torch.no_grad():
-            features = {
-                name: batched_apply(network.image.encoder, split.images, aug, device=device)
-                for name, split in (("train", train), ("val", val), ("test", test))
-            }
-        results["feature_dim"] = int(features["test"].shape[1])
-        results["num_train"], results["num_val"] = len(train), len(val)
-        results["image_probes"] = {
-            kind: _paired_image_probe({"train": train, "val": val, "test": test}, features, kind, options)
-            for kind in probe_kinds
-        }
-        first = results["image_probes"][probe_kinds[0]]
-        results["knn"] = first["knn"]  # the first label kind's, where the image-only report reads them
-        if "linear_probe" in first:
-            results["linear_probe"] = first["linear_probe"]
-        results["probe_label"] = probe_kinds[0]
-        results["feature_effective_rank"] = effective_rank(features["test"][:4096])
+    results.update(_paired_image_probes(splits, kinds, network.image.encoder, aug, device, options))
     results["seconds"] = time.perf_counter() - t0
     write_json(out / "eval.json", results)
     if options.report:
