@@ -519,6 +519,39 @@ def _same_tokenizer(state: PairedState) -> None:
             state.tokens, state.offsets = _flat_tokens(state.network, state.train)
 
 
+def _resume_from(
+    cfg: PretrainConfig, path: Path, device: torch.device, *, announce: bool
+) -> Checkpoint | None:
+    """The checkpoint to resume from (None where there is none yet); refused if the recipe changed."""
+    if not path.exists():
+        if announce:
+            print(f"no checkpoint at {path}: starting from scratch", file=sys.stderr)
+        return None
+    checkpoint = Checkpoint.load(path, map_location=device)
+    changed = config_differences(checkpoint.config, cfg.to_dict(), may_differ=RESUMABLE_FIELDS)
+    if changed:
+        raise ValueError(
+            "cannot resume: the checkpoint was trained with a different configuration for "
+            + ", ".join(changed)
+        )
+    return checkpoint
+
+
+def _announce(state: PairedState) -> None:
+    """The run's one-line summary: data, steps, views, objective, towers, processes."""
+    cfg, schedule = state.cfg, state.schedule
+    params = sum(p.numel() for p in state.network.parameters()) / 1e6
+    streamed = isinstance(state.train, PairedShards)
+    captions = "captions streamed" if streamed else f"{len(state.tokens)} captions"
+    print(
+        f"{len(state.train)} training pairs{' in shards' if streamed else ''}, {captions}, "
+        f"{schedule.steps_per_epoch} steps/epoch, {schedule.total_steps} steps, "
+        f"{cfg.image_views} image + {cfg.text_views} text views, objective {cfg.objective}, "
+        f"towers {params:.2f}M parameters, {state.world} process(es)",
+        file=sys.stderr,
+    )
+
+
 def pretrain_paired(cfg: PretrainConfig, out: Path, resume: bool) -> Path:
     """Train the towers as configured into ``out`` (claimed by rank 0); returns the checkpoint path.
 
@@ -531,32 +564,13 @@ def pretrain_paired(cfg: PretrainConfig, out: Path, resume: bool) -> Path:
     torch.manual_seed(cfg.seed)
     is_main = mdist.rank() == 0
     ckpt_path = out / CHECKPOINT_NAME
-    checkpoint = None
-    if resume and ckpt_path.exists():
-        checkpoint = Checkpoint.load(ckpt_path, map_location=device)
-        changed = config_differences(checkpoint.config, cfg.to_dict(), may_differ=RESUMABLE_FIELDS)
-        if changed:
-            raise ValueError(
-                "cannot resume: the checkpoint was trained with a different configuration for "
-                + ", ".join(changed)
-            )
-    elif resume and is_main:
-        print(f"no checkpoint at {ckpt_path}: starting from scratch", file=sys.stderr)
+    checkpoint = _resume_from(cfg, ckpt_path, device, announce=is_main) if resume else None
     state = build_paired_state(cfg, device, checkpoint)
     _same_tokenizer(state)
     schedule = state.schedule
     if is_main:
         cfg.save(out / CONFIG_NAME)
-        params = sum(p.numel() for p in state.network.parameters()) / 1e6
-        streamed = isinstance(state.train, PairedShards)
-        captions = "captions streamed" if streamed else f"{len(state.tokens)} captions"
-        print(
-            f"{len(state.train)} training pairs{' in shards' if streamed else ''}, {captions}, "
-            f"{schedule.steps_per_epoch} steps/epoch, {schedule.total_steps} steps, "
-            f"{cfg.image_views} image + {cfg.text_views} text views, objective {cfg.objective}, "
-            f"towers {params:.2f}M parameters, {state.world} process(es)",
-            file=sys.stderr,
-        )
+        _announce(state)
     log = MetricsLog(out / METRICS_NAME, enabled=is_main, resume_step=state.step if resume else None)
 
     def save(reason: str) -> None:
