@@ -24,7 +24,7 @@ import torch
 from mmcr.config import build_config
 from mmcr.evaluate import EvalOptions, evaluate
 from mmcr.experiments.compare_plan import JOB_LOG, SPEC_NAME, SUMMARY_NAME, CompareOptions, Job
-from mmcr.experiments.runner import Run, run_worker
+from mmcr.experiments.runner import Run, check_fingerprints, run_worker
 from mmcr.records import read_json, write_json
 
 __all__ = ["run_job", "run_jobs"]
@@ -152,23 +152,9 @@ def _progress_line(job: Job, s: dict[str, Any] | None, done: int, total: int, t0
     return f"{head}: " + ", ".join(parts)
 
 
-def _check_fingerprints(jobs: list[Job]) -> None:
-    """Refuse finished runs whose saved configuration differs from the planned one."""
-    stale = []
-    for job in jobs:
-        run = job.run
-        if run.result() is not None and (changes := run.changes()):
-            stale.append(f"{job.run_dir} ({', '.join(changes)})")
-    if stale:
-        raise SystemExit(
-            "these runs were made with a different configuration (the recipe changed?); delete them or "
-            "use another --work-dir:\n  " + "\n  ".join(stale)
-        )
-
-
 def run_jobs(jobs: list[Job], options: CompareOptions, t0: float) -> dict[str, dict[str, Any] | None]:
     """Run the jobs (the costliest first), skipping finished ones; one line per finished run."""
-    _check_fingerprints(jobs)
+    check_fingerprints(job.run for job in jobs)
     results: dict[str, dict[str, Any] | None] = {}
     todo: list[Job] = []
     for job in jobs:

@@ -58,7 +58,7 @@ from typing import Any
 import torch
 
 from mmcr.config import build_config, load_recipe
-from mmcr.experiments.runner import Run, run_worker
+from mmcr.experiments.runner import Run, check_fingerprints, run_worker
 from mmcr.records import read_json, write_json, write_text
 
 __all__ = [
@@ -292,17 +292,6 @@ class _Schedule:
         return others
 
 
-def _check_fingerprints(jobs: Sequence[Job]) -> None:
-    stale = [
-        f"{j.run_dir} ({', '.join(c)})" for j in jobs if j.run.result() is not None and (c := j.run.changes())
-    ]
-    if stale:
-        raise SystemExit(
-            "these runs were made with a different configuration (the recipe changed?); delete them or use "
-            "another --work-dir:\n  " + "\n  ".join(stale)
-        )
-
-
 def _progress(job: Job, s: Mapping[str, Any] | None, done: int, t0: float) -> str:
     head = f"[{done} {time.perf_counter() - t0:6.0f}s] {job.name}"
     if s is None:
@@ -336,7 +325,7 @@ def _run_all(schedule: _Schedule, options: ImageTextOptions, t0: float) -> None:
         for g in ready_groups():
             pending_groups.discard(g)
             for job in schedule.choose(g):
-                _check_fingerprints([job])
+                check_fingerprints([job.run])
                 summary = job.run.result()
                 if summary is not None:
                     schedule.results[job.name] = summary
@@ -615,7 +604,7 @@ def run_image_text(options: ImageTextOptions) -> dict[str, Any]:
         for job in searches:
             print(f"  {job.name}", flush=True)
         return {"dry_run": True}
-    _check_fingerprints(searches)
+    check_fingerprints(job.run for job in searches)
     if not options.report_only:
         write_json(Path(options.work_dir) / "recipe.yaml", base, sort_keys=True)
     schedule = _Schedule(options, base)

@@ -27,7 +27,7 @@ import fcntl
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from mmcr.records import (
 )
 from mmcr.training import pretrain
 
-__all__ = ["DONE_NAME", "RUNS_DIR", "TRAIN_LOG", "Run", "run_dir", "run_worker"]
+__all__ = ["DONE_NAME", "RUNS_DIR", "TRAIN_LOG", "Run", "check_fingerprints", "run_dir", "run_worker"]
 
 #: The folder of a sweep directory that holds its runs.
 RUNS_DIR = "runs"
@@ -179,3 +179,15 @@ def run_worker(module: str, spec_file: Path, log_path: Path, threads: int) -> in
             check=False,
         )
     return proc.returncode
+
+
+def check_fingerprints(runs: Iterable[Run]) -> None:
+    """Refuse finished runs whose saved configuration differs from the planned one (``SystemExit``)."""
+    stale = [
+        f"{run.dir} ({', '.join(c)})" for run in runs if run.result() is not None and (c := run.changes())
+    ]
+    if stale:
+        raise SystemExit(
+            "these runs were made with a different configuration (the recipe changed?); delete them or "
+            "use another --work-dir:\n  " + "\n  ".join(stale)
+        )

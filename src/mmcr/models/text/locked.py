@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from mmcr.models.text.tokenizer import check_texts
 from mmcr.objectives.graphs import TEXT_EXTRA, MissingTextModelError, TextEncoder, load_text_encoder
 
 
@@ -68,12 +69,7 @@ class LockedSentenceEncoder(nn.Module):
     @torch.no_grad()
     def prepare(self, texts: Sequence[str]) -> torch.Tensor:
         """The frozen embeddings ``(N, E)`` of ``texts``, float32 on the CPU: the tower's input."""
-        texts = list(texts)
-        for index, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(
-                    f"text {index} is empty or not a string ({text!r}); every caption needs a word"
-                )
+        texts = check_texts(texts)
         if not texts:
             return torch.zeros(0, self.embedding_dim)
         out = self.encoder.encode(texts)

@@ -24,7 +24,27 @@ from typing import Any
 
 import torch
 
-__all__ = ["PAD_ID", "PAD_TOKEN", "TOKENIZER_EXTRA", "CaptionTokenizer", "MissingTokenizerError"]
+__all__ = [
+    "PAD_ID",
+    "PAD_TOKEN",
+    "TOKENIZER_EXTRA",
+    "CaptionTokenizer",
+    "MissingTokenizerError",
+    "check_texts",
+]
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a list; ``ValueError`` naming the first that is not a string or is empty.
+
+    Every text tower's input check: an empty caption has no token to pool or embed.
+    """
+    out = list(texts)
+    for index, text in enumerate(out):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"text {index} is empty or not a string ({text!r}); every caption needs a word")
+    return out
+
 
 #: The padding token and its id.
 PAD_TOKEN = "<pad>"
@@ -142,12 +162,7 @@ class CaptionTokenizer:
         Raises ``ValueError`` naming the text when one is not a string or is empty (an empty
         caption has no token to pool).
         """
-        texts = list(texts)
-        for index, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(
-                    f"text {index} is empty or not a string ({text!r}); every caption needs a word"
-                )
+        texts = check_texts(texts)
         if not texts:
             return torch.zeros(0, self.context_length, dtype=torch.long)
         encodings = self._tokenizer.encode_batch(texts)
