@@ -51,7 +51,15 @@ from mmcr.records import (
 )
 from mmcr.training.paired import pretrain_paired
 from mmcr.training.run_folder import claimed
-from mmcr.training.step import TrainState, build_state, local_batches, train_step, uses_sample_indices
+from mmcr.training.step import (
+    STOP_MESSAGE,
+    TrainState,
+    build_state,
+    end_of_epoch,
+    local_batches,
+    train_step,
+    uses_sample_indices,
+)
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
@@ -248,23 +256,22 @@ def _train(
                 progress.update(1)
             if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
                 save("steps")
-            if state.step % schedule.steps_per_epoch and state.step != schedule.total_steps:
+            epoch = schedule.epoch_ended(state.step)
+            if epoch is None:
                 continue
             # an epoch ended (or the run did): monitor, checkpoint, maybe stop
-            epoch = math.ceil(state.step / schedule.steps_per_epoch)
             last = state.step == schedule.total_steps
             if is_main and ((cfg.eval_every and epoch % cfg.eval_every == 0) or last):
                 metrics = monitor(state.network, device)
                 log.write({"kind": "epoch", "step": state.step, "epoch": _epoch(state), **metrics})
                 if progress is not None:
                     progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            stop = cfg.stop_at_epoch is not None and epoch >= cfg.stop_at_epoch
-            if last or stop or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0):
-                save("end" if last else "epoch")
-            if stop and not last:
+            reason, stop = end_of_epoch(cfg, epoch, last)
+            if reason is not None:
+                save(reason)
+            if stop:
                 if is_main:
-                    message = f"stopping after epoch {epoch} (stop_at_epoch); continue with --resume"
-                    print(message, file=sys.stderr)
+                    print(STOP_MESSAGE.format(epoch), file=sys.stderr)
                 break
         if state.step == schedule.total_steps and not ckpt_path.exists():
             save("end")

@@ -34,7 +34,6 @@ captions it takes.
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -71,7 +70,7 @@ from mmcr.models import MMCRNetwork, build_projector, convert_sync_batchnorm, to
 from mmcr.objectives.base import NonFiniteError
 from mmcr.optim import lr_at, set_lr
 from mmcr.records import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, MetricsLog
-from mmcr.training.step import Schedule, epoch_order, step_generator
+from mmcr.training.step import STOP_MESSAGE, Schedule, end_of_epoch, epoch_order, step_generator
 
 __all__ = [
     "PairedBatch",
@@ -599,19 +598,15 @@ def pretrain_paired(cfg: PretrainConfig, out: Path, resume: bool) -> Path:
                     print(f"step {state.step}/{schedule.total_steps} loss {float(loss):.4f}", file=sys.stderr)
             if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
                 save("steps")
-            if state.step % schedule.steps_per_epoch and state.step != schedule.total_steps:
+            epoch = schedule.epoch_ended(state.step)
+            if epoch is None:
                 continue
-            epoch = math.ceil(state.step / schedule.steps_per_epoch)
-            last = state.step == schedule.total_steps
-            stop = cfg.stop_at_epoch is not None and epoch >= cfg.stop_at_epoch
-            if last or stop or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0):
-                save("end" if last else "epoch")
-            if stop and not last:
+            reason, stop = end_of_epoch(cfg, epoch, state.step == schedule.total_steps)
+            if reason is not None:
+                save(reason)
+            if stop:
                 if is_main:
-                    print(
-                        f"stopping after epoch {epoch} (stop_at_epoch); continue with --resume",
-                        file=sys.stderr,
-                    )
+                    print(STOP_MESSAGE.format(epoch), file=sys.stderr)
                 break
         if state.step == schedule.total_steps and not ckpt_path.exists():
             save("end")

@@ -50,6 +50,31 @@ class Schedule:
             total = min(total, cfg.max_steps)
         return cls(steps_per_epoch, total, min(round(cfg.warmup_epochs * steps_per_epoch), total))
 
+    def epoch_ended(self, step: int) -> int | None:
+        """The epoch (from 1) that the step count ``step`` completes, or None mid-epoch.
+
+        The run's last step ends an epoch too, even where ``max_steps`` cuts it short.
+        """
+        if step % self.steps_per_epoch and step != self.total_steps:
+            return None
+        return -(-step // self.steps_per_epoch)
+
+
+def end_of_epoch(cfg: PretrainConfig, epoch: int, last: bool) -> tuple[str | None, bool]:
+    """What the end of ``epoch`` asks of a training loop: ``(checkpoint reason or None, stop)``.
+
+    A checkpoint at the run's end (``"end"``), at ``stop_at_epoch`` and every
+    ``checkpoint_every`` epochs (``"epoch"``); ``stop`` when ``stop_at_epoch`` is reached
+    before the run's end.
+    """
+    stop = cfg.stop_at_epoch is not None and epoch >= cfg.stop_at_epoch and not last
+    due = last or stop or bool(cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0)
+    return ("end" if last else "epoch") if due else None, stop
+
+
+#: What a loop prints when it stops at ``stop_at_epoch`` (formatted with the epoch).
+STOP_MESSAGE = "stopping after epoch {} (stop_at_epoch); continue with --resume"
+
 
 @dataclass
 class TrainState:
