@@ -78,6 +78,30 @@ def test_resume_follows_the_uninterrupted_run(corpus: Path, tmp_path: Path) -> N
     assert_same_run(tmp_path / "whole", tmp_path / "parts", steps=6)
 
 
+def test_an_interrupt_at_the_last_step_is_saved_as_the_end_on_resume(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmcr.training import paired as paired_module
+
+    real = paired_module.paired_train_step
+
+    def interrupted(state, batch):  # type: ignore[no-untyped-def]
+        out = real(state, batch)
+        if state.step == 2:
+            raise KeyboardInterrupt  # after the last step, before the run's end
+        return out
+
+    monkeypatch.setattr(paired_module, "paired_train_step", interrupted)
+    cfg = _cfg(corpus, tmp_path / "run", text_views=1)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg)
+    assert Checkpoint.load(tmp_path / "run" / "last.pt").reason == "interrupted"
+    monkeypatch.undo()
+    pretrain(cfg, resume=True)
+    finished = Checkpoint.load(tmp_path / "run" / "last.pt")
+    assert finished.step == 2 and finished.reason == "end"
+
+
 def test_resume_refuses_another_text_tower(corpus: Path, tmp_path: Path) -> None:
     pretrain(_cfg(corpus, tmp_path / "run"))
     with pytest.raises(ValueError, match="text_width"):

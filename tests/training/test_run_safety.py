@@ -8,6 +8,7 @@ failure in the monitor, non-finite weights, and a re-spanned schedule on resume.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import stat
@@ -122,6 +123,34 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path: Path, monkeypatch: pytes
     assert Checkpoint.load(out / "last.pt").reason == "end"
 
 
+def _epoch_records(out: Path) -> list[dict[str, Any]]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("kind") == "epoch"]
+
+
+def test_an_interrupt_at_the_last_step_is_finished_on_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM after the last step, before the run's end: the checkpoint is the last step's,
+    # without the final monitor; resuming runs that monitor and writes the run's end
+    out = tmp_path / "run"
+    _signal_after(4, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(config(out, max_steps=4))
+    interrupted = Checkpoint.load(out / "last.pt")
+    assert interrupted.step == 4 and interrupted.reason == "interrupted" and interrupted.metrics == {}
+    assert _epoch_records(out) == []
+    monkeypatch.undo()
+    pretrain(config(out, max_steps=4), resume=True)
+    finished = Checkpoint.load(out / "last.pt")
+    assert finished.step == 4 and finished.reason == "end" and "val_ppe" in finished.metrics
+    assert [r["step"] for r in _epoch_records(out)] == [4]
+    # a finished run resumed again has nothing left to do: no second final monitor
+    pretrain(config(out, max_steps=4), resume=True)
+    assert [r["step"] for r in _epoch_records(out)] == [4]
+    assert Checkpoint.load(out / "last.pt").metrics == finished.metrics
+
+
 def test_checkpoint_every_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     saved: list[int] = []
     real = loop_module._save
@@ -139,6 +168,10 @@ def test_a_monitor_failure_keeps_the_training_done(tmp_path: Path, monkeypatch: 
     with pytest.raises(RuntimeError, match="monitor failed"):
         pretrain(config(out, max_steps=3))
     assert Checkpoint.load(out / "last.pt").step == 3
+    monkeypatch.undo()
+    pretrain(config(out, max_steps=3), resume=True)  # the final monitor, which failed, runs now
+    finished = Checkpoint.load(out / "last.pt")
+    assert finished.step == 3 and finished.reason == "end" and "val_ppe" in finished.metrics
 
 
 def test_non_finite_weights_are_never_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -127,11 +127,14 @@ def _pretrain(cfg: PretrainConfig, resume: bool, overwrite: bool) -> Path:
                 "unreadable file by another image, whose label it would not get: set skip_bad_images = false"
             )
         ckpt_path = out / CHECKPOINT_NAME
-        metrics = _resume(state, ckpt_path, is_main, shards=data.shards is not None) if resume else {}
+        metrics: dict[str, float] = {}
+        ended = False
+        if resume:
+            metrics, ended = _resume(state, ckpt_path, is_main, shards=data.shards is not None)
         if is_main:
             cfg.save(out / CONFIG_NAME)
             _announce(cfg, state, data)
-        _train(state, data, augment, out, metrics, resume=resume, is_main=is_main)
+        _train(state, data, augment, out, metrics, resume=resume, ended=ended, is_main=is_main)
         if distributed:
             dist.barrier()
         return ckpt_path
@@ -201,9 +204,15 @@ def _train(
     metrics: dict[str, float],
     *,
     resume: bool,
+    ended: bool = False,
     is_main: bool,
 ) -> None:
-    """The loop: steps, logs, the monitor after each epoch, checkpoints, stopping."""
+    """The loop: steps, logs, the monitor after each epoch, checkpoints, stopping.
+
+    ``ended``: the resumed checkpoint is the run's end (its final monitor and checkpoint
+    were done). A checkpoint written at the last step before those (an interrupt between
+    them) is finished here: the final monitor runs and the checkpoint says ``"end"``.
+    """
     cfg, schedule, device = state.cfg, state.schedule, state.device
     ckpt_path = out / CHECKPOINT_NAME
     resume_step = state.step if resume else None
@@ -225,6 +234,23 @@ def _train(
     def save(reason: str) -> None:
         if is_main:
             _save(_checkpoint(state, data, metrics, reason), ckpt_path)
+
+    def end_epoch(epoch: int) -> bool:
+        """An epoch ended (or the run did): monitor, checkpoint; True to stop here."""
+        nonlocal metrics, ended
+        last = state.step == schedule.total_steps
+        if is_main and ((cfg.eval_every and epoch % cfg.eval_every == 0) or last):
+            metrics = monitor(state.network, device)
+            log.write({"kind": "epoch", "step": state.step, "epoch": _epoch(state), **metrics})
+            if progress is not None:
+                progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        reason, stop = end_of_epoch(cfg, epoch, last)
+        if reason is not None:
+            save(reason)
+        ended = ended or last
+        if stop and is_main:
+            print(STOP_MESSAGE.format(epoch), file=sys.stderr)
+        return stop
 
     state.network.train()
     timer = _Rate(cfg.batch_size, state.step)
@@ -257,24 +283,11 @@ def _train(
             if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
                 save("steps")
             epoch = schedule.epoch_ended(state.step)
-            if epoch is None:
-                continue
-            # an epoch ended (or the run did): monitor, checkpoint, maybe stop
-            last = state.step == schedule.total_steps
-            if is_main and ((cfg.eval_every and epoch % cfg.eval_every == 0) or last):
-                metrics = monitor(state.network, device)
-                log.write({"kind": "epoch", "step": state.step, "epoch": _epoch(state), **metrics})
-                if progress is not None:
-                    progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            reason, stop = end_of_epoch(cfg, epoch, last)
-            if reason is not None:
-                save(reason)
-            if stop:
-                if is_main:
-                    print(STOP_MESSAGE.format(epoch), file=sys.stderr)
+            if epoch is not None and end_epoch(epoch):
                 break
-        if state.step == schedule.total_steps and not ckpt_path.exists():
-            save("end")
+        if state.step == schedule.total_steps and not ended:
+            # resumed from a checkpoint of the last step written before the run's end
+            end_epoch(-(-state.step // schedule.steps_per_epoch))
     except KeyboardInterrupt:
         save("interrupted")
         if is_main:
@@ -377,15 +390,18 @@ def _save(checkpoint: Checkpoint, path: Path) -> None:
 # ----------------------------------------------------------------------------- the loop's parts
 
 
-def _resume(state: TrainState, ckpt_path: Path, is_main: bool, *, shards: bool = False) -> dict[str, float]:
-    """Load ``ckpt_path`` into ``state`` if it exists; returns its last monitor record.
+def _resume(
+    state: TrainState, ckpt_path: Path, is_main: bool, *, shards: bool = False
+) -> tuple[dict[str, float], bool]:
+    """Load ``ckpt_path`` into ``state`` if it exists; returns its last monitor record, and
+    whether it is the end of the run (written by the run's end at its last step).
 
     ``shards``: the run reads webdataset shards, whose sample order depends on ``num_workers``.
     """
     if not ckpt_path.exists():
         if is_main:
             print(f"no checkpoint at {ckpt_path}: starting from scratch", file=sys.stderr)
-        return {}
+        return {}, False
     checkpoint = Checkpoint.load(ckpt_path, map_location=state.device)
     changed = config_differences(checkpoint.config, state.cfg.to_dict(), may_differ=RESUMABLE_FIELDS)
     if changed:
@@ -418,7 +434,7 @@ def _resume(state: TrainState, ckpt_path: Path, is_main: bool, *, shards: bool =
                 f"{state.step} on it differs from that run's",
                 file=sys.stderr,
             )
-    return dict(checkpoint.metrics)
+    return dict(checkpoint.metrics), checkpoint.reason == "end" and state.step == state.schedule.total_steps
 
 
 def _planned_steps(saved: dict[str, Any], state: TrainState) -> int:

@@ -581,6 +581,9 @@ def pretrain_paired(cfg: PretrainConfig, out: Path, resume: bool) -> Path:
 
     start = time.perf_counter()
     batches = state.batches()
+    # a checkpoint of the last step written before the run's end (an interrupt between
+    # them) is finished below: it is saved again as the run's end
+    ended = checkpoint is not None and checkpoint.reason == "end" and state.step == schedule.total_steps
     try:
         for batch in batches:
             loss, lr = paired_train_step(state, batch)
@@ -604,11 +607,12 @@ def pretrain_paired(cfg: PretrainConfig, out: Path, resume: bool) -> Path:
             reason, stop = end_of_epoch(cfg, epoch, state.step == schedule.total_steps)
             if reason is not None:
                 save(reason)
+                ended = reason == "end"
             if stop:
                 if is_main:
                     print(STOP_MESSAGE.format(epoch), file=sys.stderr)
                 break
-        if state.step == schedule.total_steps and not ckpt_path.exists():
+        if state.step == schedule.total_steps and not ended:
             save("end")
     except KeyboardInterrupt:
         save("interrupted")
