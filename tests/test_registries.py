@@ -74,6 +74,7 @@ def test_the_registered_names_reach_validation_and_help() -> None:
     assert "toy_centroid_length" in objective_names()
     choices = registered_choices()
     assert "toy_centroid_length" in choices["objective"] and "toy-blobs" in choices["dataset"]
+    assert choices["text_encoder"] == ["locked_minilm", "transformer"]
     with pytest.raises(ValueError, match=r"unknown objective 'nope'; valid: .*toy_centroid_length"):
         build_config(None, {"objective": "nope"})
     with pytest.raises(ValueError, match=r"unknown data set 'nope'; valid: .*toy-blobs"):

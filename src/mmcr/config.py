@@ -152,7 +152,7 @@ def _with_aliases(table: str, kwargs: dict[str, Any], aliases: dict[str, Any]) -
 def registered_choices() -> dict[str, list[str]]:
     """The valid values of the fields that name a registered thing (read from the registries)."""
     from mmcr.data import dataset_names, preset_names
-    from mmcr.models import ENCODERS
+    from mmcr.models import ENCODERS, TEXT_ENCODERS
     from mmcr.objectives import objective_names
     from mmcr.optim import OPTIMIZERS, SCHEDULES
 
@@ -160,6 +160,7 @@ def registered_choices() -> dict[str, list[str]]:
         "dataset": list(dataset_names()),
         "augment": list(preset_names()),
         "encoder": sorted(ENCODERS),
+        "text_encoder": sorted(TEXT_ENCODERS),
         "objective": objective_names(),
         "optimizer": list(OPTIMIZERS),
         "schedule": list(SCHEDULES),
