@@ -438,8 +438,8 @@ def evaluate_paired(
     from mmcr.evaluation.retrieval import retrieval_report
     from mmcr.training.paired import build_paired_network, paired_augment_config
 
-    splits = {name: _load_paired_split(cfg, name) for name in ("train", "val", "test")}
-    test = splits["test"]
+    test = _load_paired_split(cfg, "test")
+    val = _load_paired_split(cfg, "val")
     network = build_paired_network(cfg, checkpoint.in_channels, device)  # a locked text model runs there
     load_weights(network, checkpoint.model, options.checkpoint or "the checkpoint")
     network = network.to(device).eval()
@@ -484,12 +484,14 @@ def evaluate_paired(
         "num_test": len(test),
         "retrieval": retrieval,
     }
-    if splits["val"] is not None:  # for model selection (e.g. the lr of a comparison), never test
-        results["val_retrieval"] = split_retrieval(splits["val"])[0]
+    if val is not None:  # for model selection (e.g. the lr of a comparison), never test
+        results["val_retrieval"] = split_retrieval(val)[0]
     kinds = [kind for kind in test.labels if kind in test.label_names]
     if kinds:
         results["zero_shot"] = _paired_zero_shot(test, kinds, z_images, encode)
-    results.update(_paired_image_probes(splits, kinds, network.image.encoder, aug, device, options))
+        # the training split is read for the probes only: unlabelled test data need none of it
+        splits = {"train": _load_paired_split(cfg, "train"), "val": val, "test": test}
+        results.update(_paired_image_probes(splits, kinds, network.image.encoder, aug, device, options))
     results["seconds"] = time.perf_counter() - t0
     write_json(out / "eval.json", results)
     if options.report:

@@ -34,7 +34,9 @@ def _cfg(corpus: Path, out: Path, **overrides: object):  # type: ignore[no-untyp
 
 
 @pytest.mark.parametrize("objective", ["mmcr", "clip", "siglip"])
-def test_two_steps_then_eval(corpus: Path, tmp_path: Path, objective: str) -> None:
+def test_two_steps_then_eval(
+    corpus: Path, tmp_path: Path, objective: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = _cfg(corpus, tmp_path / objective, objective=objective, image_views=2, text_views=2)
     path = pretrain(cfg)
     checkpoint = Checkpoint.load(path)
@@ -53,7 +55,16 @@ def test_two_steps_then_eval(corpus: Path, tmp_path: Path, objective: str) -> No
     if objective == "siglip":
         assert any(k.startswith("objective.") for k in checkpoint.model)
 
+    import mmcr.evaluate as evaluate_module
+
+    read: list[str] = []
+    real_load = evaluate_module._load_paired_split
+    monkeypatch.setattr(
+        evaluate_module, "_load_paired_split", lambda c, split: (read.append(split), real_load(c, split))[1]
+    )
     results = evaluate(EvalOptions(checkpoint=str(path), out=str(tmp_path / f"eval-{objective}")))
+    assert read == ["test", "val"]  # no labels here: the training split, for the probes only, is not read
+    assert "knn" not in results and "zero_shot" not in results
     retrieval = results["retrieval"]
     assert retrieval["num_images"] == 8 and retrieval["num_captions"] == 8
     for direction in ("image_to_text", "text_to_image"):
