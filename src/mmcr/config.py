@@ -41,6 +41,7 @@ class PretrainConfig:
     memory_budget_gb: float = 8.0  # loader auto: a decoded training set larger than this is streamed
     num_workers: int = 2  # streaming: DataLoader worker processes that read, decode and crop files
     prefetch_factor: int = 2  # streaming: batches each worker reads ahead
+    shuffle_buffer: int = 1000  # webdataset shards: samples each worker shuffles among (1: shard order)
     pin_memory: bool = False  # streaming: page-locked batches, for faster copies to a GPU
     cache_dir: str | None = None  # file index and decoded cache (None: $MMCR_CACHE_DIR, else ~/.cache/mmcr)
     skip_bad_images: bool = False  # skip unreadable image files (their count is reported) instead of stopping
@@ -393,6 +394,7 @@ def validate(cfg: PretrainConfig) -> None:
         ),
         (cfg.num_workers >= 0, f"num_workers must be >= 0 (0: no workers), got {cfg.num_workers}"),
         (cfg.prefetch_factor >= 1, f"prefetch_factor must be >= 1, got {cfg.prefetch_factor}"),
+        (cfg.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1 (1: shard order), got {cfg.shuffle_buffer}"),
     ]
     for ok, message in checks:
         if not ok:

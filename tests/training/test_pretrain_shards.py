@@ -104,11 +104,23 @@ def test_auto_reads_small_shards_into_memory_and_streams_over_the_budget(
 def test_the_imagenet100_recipe_pretrains_on_shards(shards: Path, tmp_path: Path) -> None:
     path = Path(__file__).resolve().parents[2] / "configs" / "imagenet100.toml"
     small = {
-        "dataset": "webdataset", "data_dir": str(shards), "cache_dir": str(tmp_path / "cache"),
+        "dataset": "webdataset",
+        "data_dir": str(shards),
+        "cache_dir": str(tmp_path / "cache"),
         "memory_budget_gb": 1e-6,  # the recipe's own loader choice (auto), with a budget the shards exceed
-        "image_size": 72, "crop_size": 64, "batch_size": 4, "projector_hidden": [32, 32], "projector_dim": 16,
-        "val_fraction": 0.25, "max_steps": 2, "eval_every": 0, "monitor_size": 8, "num_workers": 1,
-        "progress": False, "threads": 1, "out": str(tmp_path / "in100"),
+        "image_size": 72,
+        "crop_size": 64,
+        "batch_size": 4,
+        "projector_hidden": [32, 32],
+        "projector_dim": 16,
+        "val_fraction": 0.25,
+        "max_steps": 2,
+        "eval_every": 0,
+        "monitor_size": 8,
+        "num_workers": 1,
+        "progress": False,
+        "threads": 1,
+        "out": str(tmp_path / "in100"),
     }
     cfg = build_config(path, small)
     assert cfg.loader == "auto" and choose_loader(cfg) == "stream"
@@ -153,3 +165,19 @@ def test_resuming_with_another_worker_count_says_the_order_changes(
     err = capsys.readouterr().err
     assert "num_workers = 0 and this one with 1" in err and "another order" in err
     assert Checkpoint.load(Path(out) / "last.pt").step == 6
+
+
+def test_the_shuffle_buffer_sets_the_sample_order(shards: Path, tmp_path: Path) -> None:
+    def losses(name: str, **overrides: Any) -> list[float]:
+        out = tmp_path / name
+        pretrain(build_config(None, recipe(shards, tmp_path, out=str(out), max_steps=2, **overrides)))
+        return [r["loss"] for r in step_records(out)]
+
+    mixed = losses("mixed", num_workers=0)
+    assert losses("mixed-again", num_workers=0) == mixed
+    assert losses("shard-order", num_workers=0, shuffle_buffer=1) != mixed  # other samples per batch
+    with pytest.raises(ValueError, match="shuffle_buffer must be >= 1"):
+        build_config(None, recipe(shards, tmp_path, shuffle_buffer=0))
+    with pytest.raises(ValueError, match=r"shuffle_buffer \(1000 -> 1\)"):
+        other = recipe(shards, tmp_path, out=str(tmp_path / "mixed"), max_steps=2, shuffle_buffer=1)
+        pretrain(build_config(None, other), resume=True)

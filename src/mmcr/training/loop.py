@@ -336,6 +336,7 @@ def _batches(
             total_steps=state.schedule.total_steps,
             options=loader_options(cfg),
             skipped=skipped,
+            shuffle_buffer=cfg.shuffle_buffer,
         ):
             yield images, labels, None
         return

@@ -307,6 +307,7 @@ class PairedState:
             total_steps=self.schedule.total_steps,
             options=loader_options(cfg),
             skipped=self.skipped,
+            shuffle_buffer=cfg.shuffle_buffer,
         )
         step = self.step
         try:
